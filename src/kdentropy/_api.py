@@ -45,8 +45,8 @@ def _positive(value: Any, name: str) -> float:
     return value
 
 
-def _scale(base: Any, normalize: Any, D: int) -> float:
-    """Factor that turns nats into the requested unit (and per cell if normalising)."""
+def _unit(base: Any, normalize: Any) -> tuple[float, bool]:
+    """Validated ``(1 / log(base), normalize)``: the factor from nats to the requested unit."""
     if not isinstance(normalize, (bool, np.bool_)):
         raise TypeError(f"normalize must be True or False; got {type(normalize).__name__}")
     factor = 1.0
@@ -55,9 +55,12 @@ def _scale(base: Any, normalize: Any, D: int) -> float:
         if b == 1.0:
             raise ValueError("base must not be 1")
         factor /= math.log(b)
-    if normalize and D > 0:
-        factor /= D
-    return factor
+    return factor, bool(normalize)
+
+
+def _scale(unit: tuple[float, bool], D: int) -> float:
+    factor, normalize = unit
+    return factor / D if normalize and D > 0 else factor
 
 
 def _as_host_array(X: ArrayLike) -> np.ndarray:
@@ -96,7 +99,8 @@ def _is_device_array(X: Any) -> bool:
 
 def _to_3d(A: np.ndarray) -> np.ndarray:
     N, D = A.shape[-2:]
-    return np.ascontiguousarray(A.reshape((-1, N, D)))
+    G = int(np.prod(A.shape[:-2], dtype=np.int64))  # explicit: -1 is ambiguous when D = 0
+    return np.ascontiguousarray(A.reshape((G, N, D)))
 
 
 def _batch_result(H: np.ndarray, batch_shape: tuple[int, ...]):
@@ -110,6 +114,7 @@ def _soft(X, temperature, sigma, threshold, base, normalize, backend, want_grad)
     T = _positive(temperature, "temperature")
     s = _positive(sigma, "sigma")
     theta = _real_scalar(threshold, "threshold")
+    unit = _unit(base, normalize)
     on_device = _is_device_array(X)
     name = _backend.resolve(backend, on_device)
     module = _backend.backend_module(name)
@@ -118,14 +123,14 @@ def _soft(X, temperature, sigma, threshold, base, normalize, backend, want_grad)
         shape = tuple(X.shape)
         if len(shape) < 2 or shape[-2] == 0:
             raise ValueError(f"X must have shape (..., N, D) with N >= 1; got {shape}")
-        factor = _scale(base, normalize, shape[-1])
+        factor = _scale(unit, shape[-1])
         H, grad = module.device_value_and_grad(X, T, s, theta, want_grad, factor)
         return _batch_result(np.asarray(H, dtype=np.float64) * factor, shape[:-2]), grad
 
     A = _as_host_array(X)
     batch_shape = A.shape[:-2]
     N, D = A.shape[-2:]
-    factor = _scale(base, normalize, D)
+    factor = _scale(unit, D)
     G = int(np.prod(batch_shape, dtype=np.int64))
     if D == 0 or N == 1 or G == 0:
         # Every pattern equals every other (D = 0) or there is only one: H = 0.
@@ -311,9 +316,10 @@ def hard_entropy(X: ArrayLike, threshold: float = 0.5, *, base: float | None = N
     1.0
     """
     theta = _real_scalar(threshold, "threshold")
+    unit = _unit(base, normalize)
     A = _as_host_array(X)
     batch_shape = A.shape[:-2]
-    factor = _scale(base, normalize, A.shape[-1])
+    factor = _scale(unit, A.shape[-1])
     H = hard.hard_entropy_3d(_to_3d(A), theta) * factor
     return _batch_result(H, batch_shape)
 

@@ -1,0 +1,89 @@
+"""Hard entropy and pattern counting."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import entropy
+
+import kdentropy as kde
+
+
+def counts_by_dict(B):
+    seen: dict[tuple, int] = {}
+    for row in B:
+        key = tuple(int(v) for v in row)
+        seen[key] = seen.get(key, 0) + 1
+    return seen
+
+
+@pytest.mark.parametrize("D", [1, 7, 8, 9, 64, 130])
+def test_counts_and_entropy_match_a_dictionary(rng, D):
+    n_proto = 5
+    protos = rng.random((n_proto, D))
+    X = protos[rng.integers(0, n_proto, size=200)]
+    P, c = kde.pattern_counts(X)
+    ref = counts_by_dict(X >= 0.5)
+    assert P.dtype == np.uint8 and c.dtype == np.int64
+    assert P.shape == (len(ref), D) and c.sum() == 200
+    assert {tuple(p): int(n) for p, n in zip(P.tolist(), c)} == ref
+    assert [tuple(p) for p in P.tolist()] == sorted(ref)  # lexicographic order
+    assert kde.hard_entropy(X) == entropy(c)  # exactly scipy's value
+    assert kde.hard_entropy(X, base=2) == pytest.approx(entropy(c, base=2), rel=1e-14)
+
+
+def test_extremes(rng):
+    X = rng.random((1, 10)).repeat(50, axis=0)
+    assert kde.hard_entropy(X) == 0.0
+    Y = np.eye(32)
+    assert kde.hard_entropy(Y) == pytest.approx(math.log(32), rel=1e-14)
+    assert kde.hard_entropy(Y, normalize=True) == pytest.approx(math.log(32) / 32, rel=1e-14)
+
+
+def test_threshold_and_inputs_kinds(rng):
+    X = rng.random((40, 12))
+    assert kde.hard_entropy(X, threshold=0.3) == entropy(kde.pattern_counts(X, 0.3)[1])
+    B = X >= 0.5
+    assert kde.hard_entropy(B) == kde.hard_entropy(X)  # bool 1 >= 0.5
+    assert kde.hard_entropy(B.astype(np.int8)) == kde.hard_entropy(X)
+    assert kde.hard_entropy(X.tolist()) == kde.hard_entropy(X)
+    assert kde.hard_entropy(np.asfortranarray(X)) == kde.hard_entropy(X)
+
+
+def test_batched_equals_loop(rng):
+    X = (rng.random((2, 3, 30, 5)) > 0.5).astype(float)
+    H = kde.hard_entropy(X)
+    assert H.shape == (2, 3) and H.dtype == np.float64
+    for a in range(2):
+        for b in range(3):
+            assert H[a, b] == kde.hard_entropy(X[a, b])
+
+
+def test_empty_cells_is_one_pattern():
+    assert kde.hard_entropy(np.zeros((5, 0))) == 0.0
+    P, c = kde.pattern_counts(np.zeros((5, 0)))
+    assert P.shape == (1, 0) and c.tolist() == [5]
+
+
+def test_large_batch_is_fast_enough_to_be_linear(rng):
+    # 200k rows x 100 cells: a quadratic method would not finish in a test.
+    X = rng.integers(0, 2, size=(200_000, 100), dtype=np.int8)
+    X[::2] = X[0]
+    P, c = kde.pattern_counts(X)
+    assert c.sum() == 200_000 and c.max() >= 100_000
+
+
+def test_pattern_counts_needs_2d(rng):
+    with pytest.raises(ValueError, match="2-D"):
+        kde.pattern_counts(rng.random((2, 3, 4)))
+
+
+def test_hard_entropy_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        kde.hard_entropy([[0.1, np.nan]])
+    with pytest.raises(ValueError, match="threshold"):
+        kde.hard_entropy([[0.1, 0.2]], threshold=np.inf)
+    with pytest.raises(TypeError, match="complex"):
+        kde.hard_entropy(np.ones((2, 2), complex))
