@@ -88,13 +88,12 @@ def _as_host_array(X: ArrayLike) -> np.ndarray:
 
 
 def _is_device_array(X: Any) -> bool:
-    # Real GPU arrays expose __cuda_array_interface__; the CUDA simulator's
-    # FakeCUDAArray does not, but it has copy_to_host.
+    # GPU arrays (CuPy, PyTorch, Numba) expose __cuda_array_interface__; Numba
+    # device arrays, including the CUDA simulator's FakeCUDAArray (which has no
+    # such interface), carry the __cuda_ndarray__ marker.
     if isinstance(X, np.ndarray):
         return False
-    return hasattr(X, "__cuda_array_interface__") or (
-        hasattr(X, "copy_to_host") and hasattr(X, "shape")
-    )
+    return bool(getattr(X, "__cuda_ndarray__", False)) or hasattr(X, "__cuda_array_interface__")
 
 
 def _to_3d(A: np.ndarray) -> np.ndarray:
