@@ -1,0 +1,559 @@
+"""The ``kdentropy`` command line.
+
+``kdentropy train``
+    Train a cell system to produce reproducible patterns; writes
+    ``params.npz``, ``history.csv``, ``summary.json``, ``checkpoint.npz`` and,
+    with matplotlib, ``training.png`` into ``--out``.
+``kdentropy entropy FILE.npy``
+    Soft and hard entropy of a saved batch of patterns.
+``kdentropy info``
+    Versions, available backends, Numba threads and GPU presence.
+
+Errors (bad files, bad arguments) print one line on stderr and give a
+non-zero exit status: 2 for usage errors, 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main"]
+
+PROG = "kdentropy"
+
+
+class CLIError(Exception):
+    """An error to report as one line, with an exit status."""
+
+    def __init__(self, message: str, status: int = 1, prog: str = PROG) -> None:
+        super().__init__(message)
+        self.status = status
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"{message} (see '{self.prog} --help')", status=2, prog=self.prog)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _base(text: str) -> float | None:
+    if text.lower() in ("e", "nat", "nats"):
+        return None
+    if text.lower() in ("bit", "bits"):
+        return 2.0
+    value = _positive_float(text)
+    if value == 1.0:
+        raise argparse.ArgumentTypeError("the logarithm base must not be 1")
+    return value
+
+
+_BACKENDS = ("auto", "numpy", "cpu", "cuda")
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog=PROG, description="Differentiable reproducibility entropy of "
+                     "pattern batches, and training cell systems to be reproducible.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # -- train ---------------------------------------------------------------
+    t = sub.add_parser("train", help="train a cell system to give reproducible patterns",
+                       description="Train the cells' shared MLP to minimise the soft "
+                       "entropy of their final patterns, and report the hard entropy of "
+                       "a fresh evaluation batch before and after.")
+    g = t.add_argument_group("cell system")
+    g.add_argument("--cells", type=_int_at_least(2), default=32, help="number of cells (32)")
+    g.add_argument("--steps", type=_int_at_least(1), default=16, help="update steps per run (16)")
+    g.add_argument("--hidden", type=_int_at_least(1), default=16,
+                   help="hidden units of the tanh MLP (16)")
+    g.add_argument("--noise", type=_nonneg_float, default=0.05,
+                   help="std of the per-step Gaussian noise (0.05)")
+    g.add_argument("--ring", action="store_true", help="cells on a ring instead of a line")
+    g.add_argument("--no-position", action="store_true",
+                   help="no position features (much harder; usually collapses)")
+    g = t.add_argument_group("training")
+    g.add_argument("--batch", type=_int_at_least(2), default=64, help="runs per iteration (64)")
+    g.add_argument("--iterations", type=_int_at_least(0), default=200,
+                   help="optimizer steps (200)")
+    g.add_argument("--lr", type=_positive_float, default=0.03, help="Adam learning rate (0.03)")
+    g.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                   help="learning-rate schedule: cosine decay to --min-lr, or constant (cosine)")
+    g.add_argument("--min-lr", type=_nonneg_float, default=1e-3,
+                   help="final rate of the cosine schedule (0.001)")
+    g.add_argument("--anti-collapse", type=_nonneg_float, default=100.0,
+                   help="weight of the (mean state - 1/2)^2 anti-collapse term (100)")
+    g.add_argument("--temperature", type=_positive_float, default=10.0,
+                   help="soft-entropy temperature (10)")
+    g.add_argument("--sigma", type=_positive_float, default=0.5, help="kernel width (0.5)")
+    g.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (0)")
+    g.add_argument("--backend", choices=_BACKENDS, default="auto",
+                   help="entropy backend (auto: cpu when available, else numpy)")
+    g = t.add_argument_group("evaluation and output")
+    g.add_argument("--eval-batch", type=_int_at_least(2), default=256,
+                   help="fresh runs in the evaluation batch (256)")
+    g.add_argument("--eval-every", type=_int_at_least(1), default=25,
+                   help="evaluate every this many iterations (25)")
+    g.add_argument("--out", default=os.path.join("runs", "train"),
+                   help="output directory (runs/train)")
+    g.add_argument("--checkpoint-every", type=_int_at_least(1), default=None,
+                   help="also write checkpoint.npz every this many iterations")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.npz up to --iterations in total "
+                   "(the checkpoint's settings are used; other training flags are ignored)")
+    g.add_argument("--no-plot", action="store_true", help="do not write training.png")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress or summary output")
+
+    # -- entropy -------------------------------------------------------------
+    e = sub.add_parser("entropy", help="soft and hard entropy of a saved batch (.npy)",
+                       description="Soft (kernel-density) and hard (exact) reproducibility "
+                       "entropy of an array of shape (..., N, D) saved with numpy.save.")
+    e.add_argument("file", metavar="FILE.npy", help="array of shape (..., N, D)")
+    e.add_argument("--temperature", type=_positive_float, default=10.0,
+                   help="sigmoid temperature (10)")
+    e.add_argument("--sigma", type=_positive_float, default=0.5, help="kernel width (0.5)")
+    e.add_argument("--threshold", type=_finite_float, default=0.5,
+                   help="binarisation threshold (0.5)")
+    e.add_argument("--base", type=_base, default=None,
+                   help="logarithm base: e (default, nats), 2 or 'bits', or any number > 0")
+    e.add_argument("--normalize", action="store_true", help="divide by D (entropy per cell)")
+    e.add_argument("--backend", choices=_BACKENDS, default="auto", help="backend (auto)")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    # -- info ----------------------------------------------------------------
+    i = sub.add_parser("info", help="versions, backends, threads and GPU",
+                       description="Report versions, available backends, Numba threads and "
+                       "GPU presence.")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _host_backend(name: str) -> str:
+    """Concrete backend for host arrays; 'auto' falls back to numpy without the cpu backend."""
+    import kdentropy as kde
+    available = kde.available_backends()
+    if name == "auto":
+        return "cpu" if "cpu" in available else "numpy"
+    if name not in available:
+        # Let the library say why (missing numba-cuda, no GPU, ...).
+        from ._backend import backend_module
+        backend_module(name)
+    return name
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (or its type name)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _pattern_string(row: np.ndarray) -> str:
+    return "".join("1" if v else "0" for v in row)
+
+
+# ----------------------------------------------------------------------------- train
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .cells import CellSystem, ReproducibilityLoss, Trainer
+    from .optim import Adam, Constant, Cosine
+
+    backend = _host_backend(args.backend)
+    out = args.out
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create output directory {out!r}: {exc.strerror or exc}")
+    ckpt = os.path.join(out, "checkpoint.npz")
+
+    if args.resume:
+        if not os.path.exists(ckpt):
+            raise CLIError(f"--resume: no checkpoint at {ckpt!r}")
+        trainer = Trainer.load(ckpt, backend=backend)
+        remaining = args.iterations - trainer.iteration
+        if remaining < 0:
+            raise CLIError(f"--resume: the checkpoint is already at iteration "
+                           f"{trainer.iteration} > --iterations {args.iterations}")
+    else:
+        system = CellSystem(args.cells, args.steps, hidden=(args.hidden,),
+                            topology="ring" if args.ring else "line",
+                            position="none" if args.no_position else "auto", noise=args.noise)
+        if args.schedule == "cosine" and args.iterations > 0:
+            if args.min_lr > args.lr:
+                raise CLIError(f"--min-lr {args.min_lr} must not exceed --lr {args.lr}", 2)
+            schedule = Cosine(args.lr, args.iterations, min_lr=args.min_lr)
+        else:
+            schedule = Constant(args.lr)
+        loss = ReproducibilityLoss(args.temperature, args.sigma,
+                                   anti_collapse=args.anti_collapse, backend=backend)
+        trainer = Trainer(system, optimizer=Adam(lr=schedule), loss=loss, seed=args.seed,
+                          batch=args.batch, eval_batch=args.eval_batch,
+                          eval_every=args.eval_every)
+        remaining = args.iterations
+
+    theta0 = trainer.theta_initial
+    before = trainer.evaluate(theta0)
+    t0 = time.perf_counter()
+    trainer.run(remaining, progress=False if args.quiet else "auto", checkpoint=ckpt,
+                checkpoint_every=args.checkpoint_every)
+    elapsed = time.perf_counter() - t0
+    after = trainer.record_evaluation()
+
+    system = trainer.system
+    config = {"system": system.get_config(), "loss": trainer.loss.get_config(),
+              "optimizer": trainer.optimizer.get_config(), "batch": trainer.batch,
+              "eval_batch": trainer.eval_batch, "eval_every": trainer.eval_every}
+    np.savez(os.path.join(out, "params.npz"), theta=trainer.theta, theta_initial=theta0,
+             config=np.array(json.dumps(config)))
+    trainer.history.to_csv(os.path.join(out, "history.csv"))
+
+    import kdentropy as kde
+    P, counts = kde.pattern_counts(after["final"], trainer.loss.threshold)
+    mode = P[int(np.argmax(counts))]
+    summary = {
+        "hard_entropy_before": before["hard_entropy"],
+        "hard_entropy_after": after["hard_entropy"],
+        "soft_entropy_before": before["soft_entropy"],
+        "soft_entropy_after": after["soft_entropy"],
+        "fraction_on": after["fraction_on"],
+        "boundaries": after["boundaries"],
+        "distinct_before": before["distinct"],
+        "distinct_after": after["distinct"],
+        "fraction_on_before": before["fraction_on"],
+        "boundaries_before": before["boundaries"],
+        "mode_pattern": _pattern_string(mode),
+        "mode_fraction": after["mode_fraction"],
+        "iterations": trainer.iteration,
+        "elapsed_s": elapsed,
+        "seed": trainer.seed,
+        "backend": backend,
+        "eval_batch": trainer.eval_batch,
+        "unit": "nats",
+        "config": config,
+    }
+    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+        fh.write("\n")
+
+    written = ["params.npz", "history.csv", "summary.json", "checkpoint.npz"]
+    plot_note = ""
+    if not args.no_plot:
+        try:
+            _plot_training(trainer, theta0, os.path.join(out, "training.png"))
+            written.append("training.png")
+        except ImportError:
+            plot_note = " (matplotlib not installed: no training.png)"
+
+    if not args.quiet:
+        d = system.n_cells
+        print(f"trained {trainer.iteration} iterations in {elapsed:.1f} s "
+              f"(seed {trainer.seed}, backend {backend})")
+        print(f"evaluation: {trainer.eval_batch} fresh runs of {d} cells, {system.steps} steps")
+        print(f"  hard entropy  {before['hard_entropy']:7.4f} -> {after['hard_entropy']:7.4f} nats"
+              f"   (distinct patterns {before['distinct']} -> {after['distinct']})")
+        print(f"  soft entropy  {before['soft_entropy']:7.4f} -> {after['soft_entropy']:7.4f} nats")
+        print(f"  fraction on   {before['fraction_on']:7.3f} -> {after['fraction_on']:7.3f}"
+              f"   boundaries {before['boundaries']:.2f} -> {after['boundaries']:.2f}")
+        print(f"  most common pattern ({100 * after['mode_fraction']:.0f}% of runs): "
+              f"{_pattern_string(mode)}")
+        print(f"wrote {', '.join(written)} to {out}{plot_note}")
+    return 0
+
+
+def _plot_training(trainer, theta0: np.ndarray, path: str, n_show: int = 4) -> None:
+    """Space-time diagrams of a few evaluation runs before/after, and the entropy curves."""
+    # The object-oriented API with an explicit Agg canvas: no pyplot, so no
+    # global backend switch and no interference with the caller's figures.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    system = trainer.system
+    x0, xi = trainer.eval_inputs
+    k = min(n_show, x0.shape[0])
+    trajs = [system.rollout(th, x0[:k], xi[:, :k], keep_caches=False,
+                            keep_trajectory=True).trajectory for th in (theta0, trainer.theta)]
+    fig = Figure(figsize=(2.4 * k + 0.8, 8.5))
+    FigureCanvasAgg(fig)
+    # Fixed margins rather than constrained layout, which triples the drawing time.
+    grid = fig.add_gridspec(3, k, height_ratios=[1, 1, 1.1], left=0.07, right=0.98,
+                            bottom=0.06, top=0.94, hspace=0.45, wspace=0.25)
+    fig.text(0.5, 0.99, f"{system.n_cells} cells, {system.steps} steps: space-time diagrams of "
+             f"evaluation runs (cell on = black), and the entropy during training",
+             ha="center", va="top", fontsize=10)
+    for row, (traj, label) in enumerate(zip(trajs, ("before", "after"))):
+        for j in range(k):
+            ax = fig.add_subplot(grid[row, j])
+            ax.imshow(traj[:, j, :], cmap="gray_r", vmin=0, vmax=1, aspect="auto",
+                      interpolation="nearest")
+            ax.set_title(f"{label} training, run {j + 1}", fontsize=9)
+            ax.set_xlabel("cell", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+    ax = fig.add_subplot(grid[2, :])
+    h = trainer.history.as_arrays()
+    ev = trainer.history.evaluations()
+    train_rows = ~np.isnan(h["soft_entropy"])
+    ax.plot(h["iteration"][train_rows], h["soft_entropy"][train_rows], lw=1, alpha=0.7,
+            label="soft entropy (training batch)")
+    ax.plot(h["iteration"][train_rows], h["hard_entropy"][train_rows], lw=1, alpha=0.7,
+            label="hard entropy (training batch)")
+    ax.plot(ev["iteration"], ev["eval_hard_entropy"], "o-", ms=3,
+            label=f"hard entropy ({trainer.eval_batch} fresh runs)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("entropy (nats)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=100)
+
+
+# ----------------------------------------------------------------------------- entropy
+
+def _load_array(path: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise CLIError(f"no such file: {path!r}")
+    if os.path.isdir(path):
+        raise CLIError(f"{path!r} is a directory, not a .npy file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise CLIError(f"cannot read {path!r} as a .npy array: {exc}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        names = data.files
+        data.close()
+        raise CLIError(f"{path!r} is an .npz archive ({', '.join(names) or 'empty'}); "
+                       "save one array with numpy.save")
+    return data
+
+
+def _cmd_entropy(args: argparse.Namespace) -> int:
+    import kdentropy as kde
+
+    X = _load_array(args.file)
+    backend = _host_backend(args.backend)
+    soft = kde.soft_entropy(X, args.temperature, args.sigma, threshold=args.threshold,
+                            base=args.base, normalize=args.normalize, backend=backend)
+    hard = kde.hard_entropy(X, args.threshold, base=args.base, normalize=args.normalize)
+    A = np.asarray(X)
+    distinct = None
+    if A.ndim == 2:
+        distinct = int(kde.pattern_counts(A, args.threshold)[1].size)
+    if args.base is None:
+        unit = "nats"
+    else:
+        unit = "bits" if args.base == 2.0 else f"log base {args.base:g}"
+    if args.normalize:
+        unit += " per cell"
+    result = {"file": args.file, "shape": list(A.shape), "N": int(A.shape[-2]),
+              "D": int(A.shape[-1]), "soft_entropy": _jsonable(soft),
+              "hard_entropy": _jsonable(hard), "distinct_patterns": distinct, "unit": unit,
+              "temperature": args.temperature, "sigma": args.sigma,
+              "threshold": args.threshold, "base": args.base, "normalize": args.normalize,
+              "backend": backend}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+
+    def fmt(v: Any) -> str:
+        return f"{v:.6f}" if np.ndim(v) == 0 else np.array2string(np.asarray(v), precision=6)
+
+    print(f"{args.file}: shape {tuple(A.shape)} "
+          f"(N = {A.shape[-2]} patterns, D = {A.shape[-1]} cells)")
+    print(f"soft entropy: {fmt(soft)} {unit}  (temperature {args.temperature:g}, "
+          f"sigma {args.sigma:g}, backend {backend})")
+    print(f"hard entropy: {fmt(hard)} {unit}  (threshold {args.threshold:g})")
+    if distinct is not None:
+        print(f"distinct patterns: {distinct}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- info
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _gpu_info() -> dict:
+    """GPU presence through numba.cuda, without failing when numba-cuda or a driver is missing."""
+    info: dict[str, Any] = {"cuda_available": False, "devices": [],
+                            "simulator": os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"}
+    try:
+        import importlib
+        cuda = importlib.import_module("numba.cuda")
+    except Exception as exc:  # numba-cuda absent or broken: report, never crash
+        info["reason"] = f"numba.cuda cannot be imported: {exc}".splitlines()[0]
+        return info
+    try:
+        info["cuda_available"] = bool(cuda.is_available())
+        if info["cuda_available"]:
+            info["devices"] = [str(getattr(g, "name", g)) for g in cuda.gpus]
+            if not info["simulator"]:
+                info["devices"] = [d.decode() if isinstance(d, bytes) else d
+                                   for d in info["devices"]]
+        else:
+            info["reason"] = "no CUDA driver or GPU found"
+    except Exception as exc:
+        info["reason"] = _first_line(exc)
+    return info
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import scipy
+
+    import kdentropy as kde
+    try:
+        import numba
+        numba_version: str | None = numba.__version__
+        threads: int | None = int(numba.get_num_threads())
+        threading_layer = str(numba.config.THREADING_LAYER)
+    except Exception:  # pragma: no cover - numba is a hard dependency
+        numba_version, threads, threading_layer = None, None, None
+    info = {
+        "kdentropy": kde.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba_version,
+        "numba_cuda": _version("numba-cuda"),
+        "mpi4py": _version("mpi4py"),
+        "matplotlib": _version("matplotlib"),
+        "tqdm": _version("tqdm"),
+        "backends": kde.available_backends(),
+        "default_backend": kde.get_backend(),
+        "numba_threads": threads,
+        "threading_layer": threading_layer,
+        "cpu_count": os.cpu_count(),
+        "gpu": _gpu_info(),
+    }
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"kdentropy   {info['kdentropy']}  (Python {info['python']}, {platform.platform()})")
+    for name in ("numpy", "scipy", "numba", "numba_cuda", "mpi4py", "matplotlib", "tqdm"):
+        print(f"{name.replace('_', '-'):<11} {info[name] or 'not installed'}")
+    print(f"backends    {', '.join(info['backends'])}  (default: {info['default_backend']})")
+    print(f"threads     {threads} Numba threads ({threading_layer} layer), "
+          f"{info['cpu_count']} CPUs")
+    gpu = info["gpu"]
+    if gpu["cuda_available"]:
+        kind = " (CUDA simulator)" if gpu["simulator"] else ""
+        print(f"gpu         {', '.join(map(str, gpu['devices'])) or 'yes'}{kind}")
+    else:
+        print(f"gpu         none ({gpu.get('reason', 'not available')})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kdentropy`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 for usage errors, 1 for other errors
+        (each reported as one line on stderr, never a traceback).
+    """
+    parser = _build_parser()
+    try:
+        try:
+            args = parser.parse_args(None if argv is None else list(argv))
+        except SystemExit as exc:  # --help and --version exit through argparse
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        handler = {"train": _cmd_train, "entropy": _cmd_entropy, "info": _cmd_info}
+        return handler[args.command](args)
+    except CLIError as exc:
+        print(f"{exc.prog}: error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as exc:
+        # Library validation errors name the argument; one line is enough.
+        print(f"{PROG}: error: {_first_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # never a traceback from the command line
+        print(f"{PROG}: error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,555 @@
+"""First-order optimizers on flat float64 parameter vectors.
+
+Each optimizer updates ``theta`` **in place** from a flat gradient with
+``step(theta, grad)``. Everything that evolves during optimisation (the step
+count and the moment buffers) is in :meth:`Optimizer.state_dict`, so saving it
+next to ``theta`` and restoring it with :meth:`Optimizer.load_state_dict`
+continues a run bit for bit. Hyperparameters are constructor arguments;
+:meth:`Optimizer.get_config` and :func:`from_config` rebuild an optimizer from
+them.
+
+Learning rates may be a float or a schedule (:class:`Constant`,
+:class:`Cosine`, :class:`Exponential`): a callable mapping the 0-based step
+index to a rate. Optional global-norm gradient clipping (``clip_norm``)
+rescales the whole gradient when its Euclidean norm exceeds the limit.
+
+Examples
+--------
+>>> import numpy as np
+>>> from kdentropy.optim import Adam
+>>> theta = np.array([3.0, -2.0])
+>>> opt = Adam(lr=0.1)
+>>> for _ in range(500):
+...     _ = opt.step(theta, 2.0 * theta)      # gradient of ||theta||^2; updates in place
+>>> bool(np.linalg.norm(theta) < 1e-3)
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "Schedule", "Constant", "Cosine", "Exponential",
+    "Optimizer", "SGD", "Adam", "AdamW",
+    "clip_grad_norm", "from_config",
+]
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    return value
+
+
+def _positive(value: Any, name: str) -> float:
+    value = _real(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0; got {value}")
+    return value
+
+
+def _nonnegative(value: Any, name: str) -> float:
+    value = _real(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0; got {value}")
+    return value
+
+
+def _unit_interval(value: Any, name: str) -> float:
+    value = _real(value, name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1); got {value}")
+    return value
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------- schedules
+
+class Schedule:
+    """A learning rate as a function of the 0-based step index."""
+
+    def __call__(self, step: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """JSON-serialisable constructor arguments plus ``"name"``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def __repr__(self) -> str:
+        cfg = self.get_config()
+        name = cfg.pop("name")
+        return f"{name}({', '.join(f'{k}={v!r}' for k, v in cfg.items())})"
+
+
+class Constant(Schedule):
+    """A fixed learning rate.
+
+    Parameters
+    ----------
+    lr : float
+        The rate (> 0).
+    """
+
+    def __init__(self, lr: float) -> None:
+        self.lr = _positive(lr, "lr")
+
+    def __call__(self, step: int) -> float:
+        return self.lr
+
+    def get_config(self) -> dict:
+        return {"name": "Constant", "lr": self.lr}
+
+
+class Cosine(Schedule):
+    """Cosine decay from ``lr`` to ``min_lr`` over ``total_steps``, after optional warm-up.
+
+    ``lr_t = min_lr + (lr - min_lr) (1 + cos(pi p)) / 2`` with ``p`` the
+    fraction of the decay phase done (clamped to 1, so the rate stays at
+    ``min_lr`` after ``total_steps``).
+
+    Parameters
+    ----------
+    lr : float
+        Peak rate (> 0).
+    total_steps : int
+        Steps until the rate reaches ``min_lr``, warm-up included.
+    min_lr : float, optional
+        Final rate, ``0 <= min_lr <= lr``. Default 0.
+    warmup : int, optional
+        Steps of linear increase from ``lr / warmup`` to ``lr``. Default 0.
+    """
+
+    def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0, warmup: int = 0) -> None:
+        self.lr = _positive(lr, "lr")
+        self.total_steps = _count(total_steps, "total_steps")
+        self.min_lr = _nonnegative(min_lr, "min_lr")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr must be <= lr; got {self.min_lr} > {self.lr}")
+        if isinstance(warmup, (bool, np.bool_)) or not isinstance(warmup, (int, np.integer)):
+            raise TypeError(f"warmup must be an integer; got {type(warmup).__name__}")
+        if not 0 <= warmup < self.total_steps:
+            raise ValueError(f"warmup must be in [0, total_steps); got {warmup}")
+        self.warmup = int(warmup)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        p = min(1.0, (step - self.warmup) / (self.total_steps - self.warmup))
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * p))
+
+    def get_config(self) -> dict:
+        return {"name": "Cosine", "lr": self.lr, "total_steps": self.total_steps,
+                "min_lr": self.min_lr, "warmup": self.warmup}
+
+
+class Exponential(Schedule):
+    """Exponential decay ``lr_t = lr * gamma ** (t / decay_steps)``.
+
+    Parameters
+    ----------
+    lr : float
+        Initial rate (> 0).
+    gamma : float
+        Decay factor per ``decay_steps`` steps, in (0, 1].
+    decay_steps : int, optional
+        Steps over which the rate is multiplied by ``gamma``. Default 1.
+    """
+
+    def __init__(self, lr: float, gamma: float, decay_steps: int = 1) -> None:
+        self.lr = _positive(lr, "lr")
+        self.gamma = _positive(gamma, "gamma")
+        if self.gamma > 1.0:
+            raise ValueError(f"gamma must be in (0, 1]; got {self.gamma}")
+        self.decay_steps = _count(decay_steps, "decay_steps")
+
+    def __call__(self, step: int) -> float:
+        return self.lr * self.gamma ** (step / self.decay_steps)
+
+    def get_config(self) -> dict:
+        return {"name": "Exponential", "lr": self.lr, "gamma": self.gamma,
+                "decay_steps": self.decay_steps}
+
+
+_SCHEDULES = {"Constant": Constant, "Cosine": Cosine, "Exponential": Exponential}
+
+
+def _as_schedule(lr: float | Schedule) -> Schedule:
+    if isinstance(lr, Schedule):
+        return lr
+    return Constant(lr)
+
+
+# ----------------------------------------------------------------------------- clipping
+
+def clip_grad_norm(grad: ArrayLike, max_norm: float) -> tuple[np.ndarray, float]:
+    """Rescale a gradient so that its Euclidean norm is at most ``max_norm``.
+
+    Parameters
+    ----------
+    grad : array_like
+        The gradient; not modified.
+    max_norm : float
+        Largest allowed norm (> 0).
+
+    Returns
+    -------
+    clipped : ndarray of float64
+        ``grad * min(1, max_norm / ||grad||)`` (a new array).
+    norm : float
+        The norm of ``grad`` before clipping.
+
+    Examples
+    --------
+    >>> g, n = clip_grad_norm([3.0, 4.0], 2.5)
+    >>> g.tolist(), n
+    ([1.5, 2.0], 5.0)
+    """
+    max_norm = _positive(max_norm, "max_norm")
+    g = np.array(grad, dtype=np.float64)
+    norm = float(np.linalg.norm(g.ravel()))
+    if norm > max_norm:
+        g *= max_norm / norm
+    return g, norm
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+class Optimizer:
+    """Base class: validation, learning-rate schedule, clipping and state handling.
+
+    Subclasses implement ``_update(theta, grad, lr)`` and name their moment
+    buffers in ``_buffers``.
+
+    Attributes
+    ----------
+    step_count : int
+        Number of steps taken so far.
+    last_grad_norm : float
+        Norm of the most recent gradient before clipping (NaN before the
+        first step).
+    """
+
+    _buffers: tuple[str, ...] = ()
+
+    def __init__(self, lr: float | Schedule, clip_norm: float | None,
+                 weight_decay: float) -> None:
+        self.schedule = _as_schedule(lr)
+        self.clip_norm = None if clip_norm is None else _positive(clip_norm, "clip_norm")
+        self.weight_decay = _nonnegative(weight_decay, "weight_decay")
+        self.step_count = 0
+        self.last_grad_norm = math.nan
+        self._state: dict[str, np.ndarray] = {}
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self.schedule(self.step_count)
+
+    def step(self, theta: np.ndarray, grad: ArrayLike) -> np.ndarray:
+        """Update ``theta`` in place from ``grad`` and return it.
+
+        Parameters
+        ----------
+        theta : ndarray of float64, shape (P,)
+            Parameter vector; modified in place.
+        grad : array_like, shape (P,)
+            Gradient of the loss at ``theta``; not modified.
+
+        Returns
+        -------
+        theta : ndarray
+            The same object, updated.
+
+        Raises
+        ------
+        TypeError
+            If ``theta`` is not a writable float64 vector.
+        ValueError
+            If shapes disagree with each other or with the optimizer's state,
+            or ``grad`` is not finite.
+        """
+        if not isinstance(theta, np.ndarray) or theta.dtype != np.float64 or theta.ndim != 1:
+            raise TypeError("theta must be a 1-D float64 numpy array (it is updated in place)")
+        if not theta.flags.writeable:
+            raise TypeError("theta must be writable (it is updated in place)")
+        grad = np.asarray(grad, dtype=np.float64)
+        if grad.shape != theta.shape:
+            raise ValueError(f"grad must have the shape of theta, {theta.shape}; got {grad.shape}")
+        if not np.isfinite(grad).all():
+            raise ValueError("grad must be finite; got NaN or infinity")
+        for name in self._buffers:
+            buf = self._state.get(name)
+            if buf is None:
+                self._state[name] = np.zeros_like(theta)
+            elif buf.shape != theta.shape:
+                raise ValueError(f"theta has shape {theta.shape} but the optimizer state "
+                                 f"{name!r} has shape {buf.shape}")
+        norm = float(np.linalg.norm(grad))
+        self.last_grad_norm = norm
+        if self.clip_norm is not None and norm > self.clip_norm:
+            grad = grad * (self.clip_norm / norm)
+        lr = self.schedule(self.step_count)
+        self.step_count += 1
+        self._update(theta, grad, lr)
+        return theta
+
+    def _update(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything that changes during optimisation, as numpy arrays.
+
+        The dict saves directly with ``numpy.savez`` (keys are plain names).
+
+        Returns
+        -------
+        dict
+            ``"type"`` (class name), ``"step_count"``, ``"last_grad_norm"``
+            and one array per moment buffer (absent before the first step).
+        """
+        state = {"type": np.array(type(self).__name__),
+                 "step_count": np.array(self.step_count, dtype=np.int64),
+                 "last_grad_norm": np.array(self.last_grad_norm, dtype=np.float64)}
+        for name in self._buffers:
+            if name in self._state:
+                state[name] = self._state[name].copy()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict` (the arrays are copied).
+
+        Raises
+        ------
+        ValueError
+            If the state belongs to another optimizer type or is incomplete.
+        """
+        if not hasattr(state, "keys"):
+            raise TypeError(f"state must be a mapping; got {type(state).__name__}")
+        missing = {"type", "step_count"} - set(state.keys())
+        if missing:
+            raise ValueError(f"state is missing {sorted(missing)}")
+        kind = str(np.asarray(state["type"]))
+        if kind != type(self).__name__:
+            raise ValueError(f"state is for a {kind} optimizer, not {type(self).__name__}")
+        step_count = int(np.asarray(state["step_count"]))
+        buffers = {}
+        for name in self._buffers:
+            if name in state:
+                buf = np.array(state[name], dtype=np.float64)
+                if buf.ndim != 1:
+                    raise ValueError(f"state {name!r} must be 1-D; got shape {buf.shape}")
+                buffers[name] = buf
+            elif step_count > 0:
+                raise ValueError(f"state is missing buffer {name!r}")
+        shapes = {b.shape for b in buffers.values()}
+        if len(shapes) > 1:
+            raise ValueError(f"state buffers have different shapes: {sorted(shapes)}")
+        self.step_count = step_count
+        self.last_grad_norm = float(np.asarray(state.get("last_grad_norm", math.nan)))
+        self._state = buffers
+
+    def get_config(self) -> dict:
+        """JSON-serialisable hyperparameters; :func:`from_config` rebuilds the optimizer."""
+        return {"name": type(self).__name__, "lr": self.schedule.get_config(),
+                "clip_norm": self.clip_norm, "weight_decay": self.weight_decay}
+
+    def __repr__(self) -> str:
+        cfg = self.get_config()
+        name = cfg.pop("name")
+        cfg["lr"] = self.schedule
+        return f"{name}({', '.join(f'{k}={v!r}' for k, v in cfg.items())})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum.
+
+    With ``g`` the (clipped) gradient plus ``weight_decay * theta``:
+    ``v <- momentum v + g``, then ``theta <- theta - lr v`` or, with
+    Nesterov, ``theta <- theta - lr (g + momentum v)``.
+
+    Parameters
+    ----------
+    lr : float or Schedule
+        Learning rate.
+    momentum : float, optional
+        In [0, 1). Default 0 (plain gradient descent).
+    nesterov : bool, optional
+        Nesterov momentum (needs ``momentum > 0``). Default False.
+    weight_decay : float, optional
+        L2 penalty coefficient added to the gradient. Default 0.
+    clip_norm : float, optional
+        Global-norm clipping threshold; ``None`` (default) disables it.
+    """
+
+    _buffers = ("velocity",)
+
+    def __init__(self, lr: float | Schedule = 1e-2, momentum: float = 0.0, *,
+                 nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(lr, clip_norm, weight_decay)
+        self.momentum = _unit_interval(momentum, "momentum")
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False; got {type(nesterov).__name__}")
+        if nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+
+    def _update(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        if self.weight_decay:
+            grad = grad + self.weight_decay * theta
+        v = self._state["velocity"]
+        v *= self.momentum
+        v += grad
+        if self.nesterov:
+            theta -= lr * (grad + self.momentum * v)
+        else:
+            theta -= lr * v
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg.update(momentum=self.momentum, nesterov=self.nesterov)
+        return cfg
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; ``weight_decay`` is an L2 term in the gradient.
+
+    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g²``,
+    ``theta <- theta - lr m̂ / (sqrt(v̂) + eps)`` with the bias-corrected
+    moments ``m̂ = m / (1 - b1^t)``, ``v̂ = v / (1 - b2^t)``.
+
+    Parameters
+    ----------
+    lr : float or Schedule
+        Learning rate. Default 1e-3.
+    betas : tuple of float, optional
+        ``(b1, b2)``, each in [0, 1). Default ``(0.9, 0.999)``.
+    eps : float, optional
+        Denominator floor (> 0). Default 1e-8.
+    weight_decay : float, optional
+        Coupled L2 coefficient (added to the gradient before the moments).
+        See :class:`AdamW` for the decoupled form. Default 0.
+    clip_norm : float, optional
+        Global-norm clipping threshold; ``None`` (default) disables it.
+    """
+
+    _buffers = ("m", "v")
+    _decoupled = False  # AdamW overrides: decay outside the adaptive scaling
+
+    def __init__(self, lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, *, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(lr, clip_norm, weight_decay)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise TypeError(f"betas must be a pair of floats; got {betas!r}") from None
+        self.betas = (_unit_interval(b1, "betas[0]"), _unit_interval(b2, "betas[1]"))
+        self.eps = _positive(eps, "eps")
+
+    def _update(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        if self.weight_decay:
+            if self._decoupled:
+                # AdamW: shrink theta directly, outside the adaptive scaling.
+                theta *= 1.0 - lr * self.weight_decay
+            else:
+                grad = grad + self.weight_decay * theta
+        b1, b2 = self.betas
+        m, v = self._state["m"], self._state["v"]
+        m *= b1
+        m += (1.0 - b1) * grad
+        v *= b2
+        v += (1.0 - b2) * (grad * grad)
+        t = self.step_count
+        m_hat = m / (1.0 - b1 ** t)
+        v_hat = v / (1.0 - b2 ** t)
+        theta -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg.update(betas=list(self.betas), eps=self.eps)
+        return cfg
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter).
+
+    Before the Adam update, ``theta <- theta (1 - lr * weight_decay)``; the
+    decay does not pass through the adaptive moments.
+
+    Parameters
+    ----------
+    lr : float or Schedule
+        Learning rate. Default 1e-3.
+    betas : tuple of float, optional
+        Default ``(0.9, 0.999)``.
+    eps : float, optional
+        Default 1e-8.
+    weight_decay : float, optional
+        Decoupled decay coefficient. Default 1e-2.
+    clip_norm : float, optional
+        Global-norm clipping threshold; ``None`` (default) disables it.
+    """
+
+    _decoupled = True
+
+    def __init__(self, lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, *, weight_decay: float = 1e-2,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(lr, betas, eps, weight_decay=weight_decay, clip_norm=clip_norm)
+
+
+_OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
+
+
+def from_config(config: dict | str) -> Optimizer:
+    """Rebuild an optimizer (without its state) from :meth:`Optimizer.get_config`.
+
+    Parameters
+    ----------
+    config : dict or str
+        The dict, or its JSON text.
+
+    Returns
+    -------
+    Optimizer
+
+    Examples
+    --------
+    >>> opt = from_config(Adam(lr=Cosine(0.01, 100), clip_norm=1.0).get_config())
+    >>> opt.schedule, opt.clip_norm
+    (Cosine(lr=0.01, total_steps=100, min_lr=0.0, warmup=0), 1.0)
+    """
+    if isinstance(config, str):
+        config = json.loads(config)
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict; got {type(config).__name__}")
+    cfg = dict(config)
+    name = cfg.pop("name", None)
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(_OPTIMIZERS)}")
+    lr_cfg = dict(cfg.pop("lr"))
+    sched_name = lr_cfg.pop("name", None)
+    if sched_name not in _SCHEDULES:
+        raise ValueError(f"unknown schedule {sched_name!r}; expected one of {sorted(_SCHEDULES)}")
+    schedule = _SCHEDULES[sched_name](**lr_cfg)
+    if "betas" in cfg:
+        cfg["betas"] = tuple(cfg["betas"])
+    return _OPTIMIZERS[name](lr=schedule, **cfg)

@@ -1,0 +1,376 @@
+"""The cell system: roll-out, back-propagation through time, loss, training and checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+import kdentropy as kde
+from kdentropy.cells import (
+    CellSystem, History, ReproducibilityLoss, Trainer, pattern_stats, train,
+)
+from kdentropy.optim import SGD, Adam, Cosine
+
+FD_RTOL = 1e-6
+H = 1e-6
+
+
+def _rel_err(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def _fd_theta(fun, theta):
+    g = np.empty_like(theta)
+    for i in range(theta.size):
+        e = np.zeros_like(theta)
+        e[i] = H
+        g[i] = (fun(theta + e) - fun(theta - e)) / (2 * H)
+    return g
+
+
+# ----------------------------------------------------------------------------- neighbourhoods
+
+def test_line_features_zero_padded_and_positions():
+    system = CellSystem(n_cells=4, steps=1, radius=1, topology="line")
+    x = np.array([[0.1, 0.2, 0.3, 0.4]])
+    f = system._features(x)
+    assert f.shape == (1, 4, 5)
+    np.testing.assert_array_equal(f[0, :, 0], [0.0, 0.1, 0.2, 0.3])   # left neighbour
+    np.testing.assert_array_equal(f[0, :, 1], x[0])                   # self
+    np.testing.assert_array_equal(f[0, :, 2], [0.2, 0.3, 0.4, 0.0])   # right neighbour
+    np.testing.assert_allclose(f[0, :, 3], [0, 1 / 3, 2 / 3, 1])      # p
+    np.testing.assert_allclose(f[0, :, 4], [1, 2 / 3, 1 / 3, 0])      # 1 - p
+
+
+def test_ring_features_wrap_and_sincos():
+    system = CellSystem(n_cells=4, steps=1, radius=2, topology="ring")
+    x = np.array([[0.1, 0.2, 0.3, 0.4]])
+    f = system._features(x)
+    assert f.shape == (1, 4, 7)
+    np.testing.assert_array_equal(f[0, :, 0], [0.3, 0.4, 0.1, 0.2])   # offset -2
+    np.testing.assert_array_equal(f[0, :, 4], [0.3, 0.4, 0.1, 0.2])   # offset +2
+    np.testing.assert_array_equal(f[0, :, 3], [0.2, 0.3, 0.4, 0.1])   # offset +1
+    np.testing.assert_allclose(f[0, :, 5:], [[0, 1], [1, 0], [0, -1], [-1, 0]], atol=1e-15)
+
+
+@pytest.mark.parametrize("topology", ["line", "ring"])
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_features_adjoint_is_the_transpose(rng, topology, radius):
+    # <F(x), df> = <x, F^T(df)> for the (linear) neighbourhood part.
+    system = CellSystem(n_cells=7, steps=1, radius=radius, topology=topology, position="none")
+    x = rng.random((3, 7))
+    df = rng.standard_normal((3, 7, 2 * radius + 1))
+    lhs = np.sum(system._features(x) * df)
+    rhs = np.sum(x * system._features_adjoint(df))
+    assert lhs == pytest.approx(rhs, rel=1e-13)
+
+
+# ----------------------------------------------------------------------------- roll-out
+
+def test_rollout_shapes_range_and_determinism(rng):
+    system = CellSystem(n_cells=9, steps=5, hidden=(6,), noise=0.3, output_init_scale=1.0)
+    theta = system.init(rng)
+    x0, xi = system.sample_inputs(rng, 11)
+    assert x0.shape == (11, 9) and xi.shape == (5, 11, 9)
+    x0_copy, xi_copy = x0.copy(), xi.copy()
+    out = system.rollout(theta, x0, xi, keep_trajectory=True)
+    assert out.final.shape == (11, 9) and out.final.dtype == np.float64
+    assert out.trajectory.shape == (6, 11, 9)
+    np.testing.assert_array_equal(out.trajectory[0], x0)
+    np.testing.assert_array_equal(out.trajectory[-1], out.final)
+    assert out.final.min() >= 0.0 and out.final.max() <= 1.0
+    assert np.any(out.final == 0.0) or np.any(out.final == 1.0)   # noise 0.3 clips some cells
+    np.testing.assert_array_equal(system.rollout(theta, x0, xi).final, out.final)
+    np.testing.assert_array_equal(x0, x0_copy)
+    np.testing.assert_array_equal(xi, xi_copy)
+
+
+def test_rollout_is_vectorised_over_runs(rng):
+    # Each run evolves independently: running them one at a time changes nothing.
+    system = CellSystem(n_cells=6, steps=4, hidden=(5,))
+    theta = system.init(rng)
+    x0, xi = system.sample_inputs(rng, 4)
+    batch = system.rollout(theta, x0, xi).final
+    single = np.concatenate([system.rollout(theta, x0[i:i + 1], xi[:, i:i + 1]).final
+                             for i in range(4)])
+    np.testing.assert_allclose(batch, single, rtol=1e-14, atol=1e-15)
+
+
+def test_noise_is_the_only_randomness(rng):
+    system = CellSystem(n_cells=8, steps=4, noise=0.0)
+    theta = system.init(rng)
+    x0, xi = system.sample_inputs(rng, 5)
+    x0[:] = x0[0]                                   # identical initial states
+    X = system.rollout(theta, x0, xi).final         # noise 0: xi is ignored
+    assert np.all(X == X[0])
+
+
+# ----------------------------------------------------------------------------- gradients
+
+SYSTEMS = {
+    "default-small": dict(n_cells=6, steps=3, hidden=(4,)),
+    "saturating-clipped": dict(n_cells=6, steps=3, hidden=(4,), noise=0.3, output_init_scale=1.0),
+    "ring-r2-relu-2layers": dict(n_cells=7, steps=4, hidden=(4, 3), topology="ring", radius=2,
+                                 activation="relu", noise=0.2, output_init_scale=1.0),
+    "no-position-noiseless": dict(n_cells=5, steps=3, hidden=(3,), position="none", noise=0.0,
+                                  output_init_scale=2.0),
+}
+
+
+@pytest.mark.parametrize("name", SYSTEMS)
+def test_rollout_to_loss_gradient_matches_finite_differences(rng, name):
+    """The whole chain theta -> roll-out -> (soft entropy + anti-collapse) against FD."""
+    system = CellSystem(**SYSTEMS[name])
+    # Perturbed parameters: non-zero biases keep relu units off their kink.
+    theta = system.init(rng) + 0.1 * rng.standard_normal(system.n_params)
+    x0, xi = system.sample_inputs(rng, 5)
+    loss = ReproducibilityLoss(backend="numpy")
+    value, grad, parts = system.loss_and_grad(theta, x0, xi, loss)
+    assert grad.shape == (system.n_params,) and grad.dtype == np.float64
+    assert parts["penalty"] > 0 and parts["soft_entropy"] > 0   # both terms are exercised
+    assert value == pytest.approx(parts["soft_entropy"] + 100.0 * parts["penalty"], rel=1e-14)
+    fd = _fd_theta(lambda t: system.loss_and_grad(t, x0, xi, loss)[0], theta)
+    assert _rel_err(grad, fd) < FD_RTOL
+
+
+def test_backward_of_any_final_gradient_matches_finite_differences(rng):
+    # BPTT alone, for an arbitrary linear functional of the final states.
+    system = CellSystem(n_cells=5, steps=4, hidden=(4,), noise=0.1, output_init_scale=1.0)
+    theta = system.init(rng) + 0.1 * rng.standard_normal(system.n_params)
+    x0, xi = system.sample_inputs(rng, 3)
+    w = rng.standard_normal((3, 5))
+    out = system.rollout(theta, x0, xi)
+    grad = system.backward(theta, out, w)
+    fd = _fd_theta(lambda t: float(np.sum(w * system.rollout(t, x0, xi).final)), theta)
+    assert _rel_err(grad, fd) < FD_RTOL
+
+
+@pytest.mark.parametrize("band", [(0.5, 0.5), (0.2, 0.8), (0.45, 0.7)])
+def test_loss_gradient_in_X_matches_finite_differences(rng, band):
+    loss = ReproducibilityLoss(anti_collapse=3.0, band=band, backend="numpy")
+    # Rows with mean states on both sides of the band, and one inside it.
+    X = np.clip(rng.random((4, 6)) * [[0.3], [1.0], [0.6], [1.0]] + [[0], [0], [0.4], [0.0]], 0, 1)
+    value, dX, parts = loss(X)
+    fd = np.empty_like(X)
+    for idx in np.ndindex(X.shape):
+        e = np.zeros_like(X)
+        e[idx] = H
+        fd[idx] = (loss(X + e)[0] - loss(X - e)[0]) / (2 * H)
+    assert _rel_err(dX, fd) < FD_RTOL
+    H_ref, G_ref = kde.soft_entropy_and_grad(X, backend="numpy")
+    assert parts["soft_entropy"] == pytest.approx(float(H_ref), rel=1e-14)
+    m = X.mean(axis=1)
+    lo, hi = band
+    P = np.mean(np.maximum(lo - m, 0) ** 2 + np.maximum(m - hi, 0) ** 2)
+    assert parts["penalty"] == pytest.approx(P, rel=1e-14)
+
+
+def test_penalty_keeps_gradient_when_collapsed(rng):
+    # A fully collapsed batch: the discretised states are saturated, but the
+    # penalty on the raw mean still pushes every cell up.
+    X = np.full((8, 10), 0.01) + 0.001 * rng.random((8, 10))
+    _, dP = ReproducibilityLoss().penalty(X)
+    assert np.all(dP < 0)
+    expected = 2 * (X.mean(axis=1, keepdims=True) - 0.5) / X.size
+    np.testing.assert_allclose(dP, np.broadcast_to(expected, X.shape), rtol=1e-14)
+
+
+def test_scipy_minimize_on_fixed_inputs(rng):
+    system = CellSystem(n_cells=6, steps=3, hidden=(4,))
+    theta0 = system.init(rng)
+    x0, xi = system.sample_inputs(rng, 16)
+    loss = ReproducibilityLoss(backend="numpy")
+
+    def fun(t):
+        value, grad, _ = system.loss_and_grad(t, x0, xi, loss)
+        return value, grad
+
+    res = minimize(fun, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 15})
+    assert res.fun < 0.5 * fun(theta0)[0]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_pattern_stats():
+    X = np.array([[1, 1, 0, 0, 1], [1, 1, 0, 0, 1], [0, 0, 0, 0, 0], [1, 0, 1, 0, 1]], float)
+    s = pattern_stats(X)
+    assert s["distinct"] == 3 and s["mode_fraction"] == 0.5
+    assert s["hard_entropy"] == pytest.approx(float(kde.hard_entropy(X)))
+    assert s["fraction_on"] == pytest.approx(X.mean())
+    assert s["boundaries"] == pytest.approx((2 + 2 + 0 + 4) / 4)
+    assert pattern_stats(X, topology="ring")["boundaries"] == pytest.approx((2 + 2 + 0 + 4) / 4)
+    assert pattern_stats([[1, 0, 0]], topology="ring")["boundaries"] == 2.0
+    assert pattern_stats([[1, 0, 0]])["boundaries"] == 1.0
+
+
+# ----------------------------------------------------------------------------- training
+
+def _small_trainer(seed=0, **kw):
+    system = CellSystem(n_cells=8, steps=6, hidden=(8,))
+    return Trainer(system, optimizer=Adam(0.05), loss=ReproducibilityLoss(backend="numpy"),
+                   seed=seed, batch=32, eval_batch=64, eval_every=20, **kw)
+
+
+def test_short_training_run_learns():
+    trainer = _small_trainer(seed=0)
+    hist = trainer.run(80, progress=False)
+    assert len(hist) == 81 and trainer.iteration == 80
+    arrays = hist.as_arrays()
+    assert set(arrays) == set(History.COLUMNS)
+    assert all(a.shape == (81,) and a.dtype == np.float64 for a in arrays.values())
+    np.testing.assert_array_equal(arrays["iteration"], np.arange(81))
+    assert np.isnan(arrays["loss"][0]) and not np.isnan(arrays["loss"][1:]).any()
+    ev = hist.evaluations()
+    np.testing.assert_array_equal(ev["iteration"], [0, 20, 40, 60, 80])
+    loss = arrays["loss"][1:]
+    assert loss[-10:].mean() < 0.5 * loss[:10].mean()
+    assert ev["eval_hard_entropy"][0] > 3.0                        # untrained: nearly log 64
+    assert ev["eval_hard_entropy"][-1] < 0.5 * ev["eval_hard_entropy"][0]
+    assert 0.2 <= ev["eval_fraction_on"][-1] <= 0.8
+
+
+def test_same_seed_same_history_different_seed_different():
+    h1 = _small_trainer(seed=3).run(6, progress=False).as_arrays()
+    h2 = _small_trainer(seed=3).run(6, progress=False).as_arrays()
+    h3 = _small_trainer(seed=4).run(6, progress=False).as_arrays()
+    for c in History.COLUMNS:
+        np.testing.assert_array_equal(h1[c], h2[c])
+    assert not np.array_equal(h1["loss"], h3["loss"], equal_nan=True)
+
+
+def test_evaluation_batch_is_never_a_training_batch():
+    trainer = _small_trainer(seed=1)
+    x_eval = trainer.eval_inputs[0]
+    for _ in range(3):
+        x_train, _ = trainer.system.sample_inputs(trainer.rng, 32)
+        assert not np.isin(x_train, x_eval).any()
+
+
+def test_checkpoint_resume_gives_identical_trajectory(tmp_path):
+    def make():
+        system = CellSystem(n_cells=8, steps=4, hidden=(6,))
+        return Trainer(system, optimizer=SGD(Cosine(0.05, 10), momentum=0.9, nesterov=True),
+                       loss=ReproducibilityLoss(backend="numpy"), seed=11, batch=16,
+                       eval_batch=32, eval_every=3)
+
+    straight = make()
+    straight.run(10, progress=False)
+
+    first = make()
+    path = tmp_path / "ckpt.npz"
+    first.run(4, progress=False, checkpoint=path)
+    resumed = Trainer.load(path)
+    assert resumed.iteration == 4
+    np.testing.assert_array_equal(resumed.theta_initial, straight.theta_initial)
+    resumed.run(6, progress=False)
+
+    np.testing.assert_array_equal(resumed.theta, straight.theta)     # bit for bit
+    a, b = resumed.history.as_arrays(), straight.history.as_arrays()
+    for c in History.COLUMNS:
+        np.testing.assert_array_equal(a[c], b[c])
+    for k, v in straight.optimizer.state_dict().items():
+        np.testing.assert_array_equal(resumed.optimizer.state_dict()[k], v)
+    # The rng continues from the same state too.
+    assert resumed.rng.random() == straight.rng.random()
+
+
+def test_checkpoint_every(tmp_path):
+    trainer = _small_trainer()
+    path = tmp_path / "c.npz"
+    seen = []
+    trainer.run(5, progress=False, checkpoint=path, checkpoint_every=2,
+                callback=lambda t: seen.append(Trainer.load(path).iteration
+                                               if path.exists() else None))
+    assert seen == [None, 2, 2, 4, 4]   # the callback runs after the checkpoint
+    assert Trainer.load(path).iteration == 5
+
+
+def test_load_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "x.npz", theta=np.zeros(3))
+    with pytest.raises(ValueError, match="not a kdentropy"):
+        Trainer.load(tmp_path / "x.npz")
+    (tmp_path / "bad.npz").write_text("not a zip")
+    with pytest.raises(ValueError, match="cannot read"):
+        Trainer.load(tmp_path / "bad.npz")
+
+
+def test_train_function_and_progress_lines(capsys):
+    res = train(CellSystem(n_cells=6, steps=3, hidden=(4,)), iterations=10, batch=8,
+                eval_batch=16, eval_every=5, backend="numpy", progress="lines")
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("iteration")]
+    assert len(lines) == 10 and "hard H (eval)" in lines[4]
+    assert res.before["final"].shape == (16, 6) and res.after["final"].shape == (16, 6)
+    assert res.before["hard_entropy"] == res.history["eval_hard_entropy"][0]
+    assert not np.array_equal(res.theta, res.theta_initial)
+    train(CellSystem(n_cells=6, steps=3, hidden=(4,)), iterations=3, batch=8, eval_batch=16,
+          backend="numpy", progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_history_csv_round_trip(tmp_path):
+    hist = _small_trainer().run(3, progress=False)
+    text = hist.to_csv(tmp_path / "h.csv")
+    lines = text.splitlines()
+    assert lines[0].split(",") == list(History.COLUMNS) and len(lines) == 5
+    assert (tmp_path / "h.csv").read_text() == text
+    table = np.genfromtxt(tmp_path / "h.csv", delimiter=",", names=True)
+    np.testing.assert_array_equal(table["loss"], hist["loss"])
+    clone = History.from_arrays(hist.as_arrays())
+    assert clone.to_csv() == text
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: CellSystem(n_cells=0), ValueError, "n_cells"),
+    (lambda: CellSystem(steps=1.5), TypeError, "steps"),
+    (lambda: CellSystem(topology="torus"), ValueError, "topology"),
+    (lambda: CellSystem(position="random"), ValueError, "position"),
+    (lambda: CellSystem(noise=-0.1), ValueError, "noise"),
+    (lambda: CellSystem(activation="swish"), ValueError, "activation"),
+    (lambda: ReproducibilityLoss(sigma=0.0), ValueError, "sigma"),
+    (lambda: ReproducibilityLoss(band=(0.8, 0.2)), ValueError, "band"),
+    (lambda: ReproducibilityLoss(anti_collapse=-1.0), ValueError, "anti_collapse"),
+    (lambda: ReproducibilityLoss(backend="tpu"), ValueError, "backend"),
+    (lambda: Trainer(batch=0), ValueError, "batch"),
+    (lambda: Trainer(optimizer="adam"), TypeError, "optimizer"),
+    (lambda: _small_trainer().run(-1), ValueError, "iterations"),
+    (lambda: _small_trainer().run(2, checkpoint_every=1), ValueError, "checkpoint"),
+    (lambda: _small_trainer().run(2, progress="bars"), ValueError, "progress"),
+])
+def test_bad_arguments(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_bad_rollout_inputs(rng):
+    system = CellSystem(n_cells=5, steps=2, hidden=(3,))
+    theta = system.init(rng)
+    x0, xi = system.sample_inputs(rng, 4)
+    with pytest.raises(ValueError, match="theta"):
+        system.rollout(theta[1:], x0, xi)
+    with pytest.raises(ValueError, match="x0"):
+        system.rollout(theta, x0[:, 1:], xi)
+    with pytest.raises(ValueError, match="xi"):
+        system.rollout(theta, x0, xi[1:])
+    with pytest.raises(ValueError, match="finite"):
+        system.rollout(theta, np.where(x0 > 0.5, np.nan, x0), xi)
+    out = system.rollout(theta, x0, xi, keep_caches=False)
+    with pytest.raises(ValueError, match="keep_caches"):
+        system.backward(theta, out, np.zeros_like(out.final))
+
+
+def test_config_round_trips():
+    system = CellSystem(n_cells=10, steps=3, hidden=(5, 4), topology="ring", noise=0.1)
+    clone = CellSystem(**json.loads(json.dumps(system.get_config())))
+    assert clone.get_config() == system.get_config() and clone.n_params == system.n_params
+
+
+def test_docstring_examples():
+    import doctest
+
+    import kdentropy.cells as module
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

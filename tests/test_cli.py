@@ -1,0 +1,193 @@
+"""The ``kdentropy`` command line, run in-process through ``main([...])``."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import kdentropy as kde
+from kdentropy.cli import main
+
+TINY = ["--cells", "8", "--steps", "4", "--hidden", "6", "--batch", "16", "--eval-batch", "32",
+        "--eval-every", "2", "--backend", "numpy"]
+SUMMARY_KEYS = {"hard_entropy_before", "hard_entropy_after", "soft_entropy_before",
+                "soft_entropy_after", "fraction_on", "boundaries", "iterations", "elapsed_s",
+                "seed", "backend"}
+
+
+def _one_line_error(capsys, status):
+    out, err = capsys.readouterr()
+    assert status != 0
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("kdentropy") and "error" in err
+    assert "Traceback" not in err
+    return err
+
+
+def test_train_writes_all_outputs(tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(["train", *TINY, "--iterations", "5", "--seed", "3", "--out", str(out)])
+    assert status == 0
+    stdout = capsys.readouterr().out
+    assert "hard entropy" in stdout and str(out) in stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["iterations"] == 5 and summary["seed"] == 3 and summary["backend"] == "numpy"
+    assert summary["elapsed_s"] > 0
+    assert 0 <= summary["fraction_on"] <= 1 and 0 <= summary["boundaries"] <= 7
+    assert 0 <= summary["hard_entropy_after"] <= np.log(32) + 1e-12
+
+    with np.load(out / "params.npz") as p:
+        theta, theta0 = p["theta"], p["theta_initial"]
+        config = json.loads(str(p["config"]))
+    assert theta.shape == theta0.shape and theta.dtype == np.float64
+    assert config["system"]["n_cells"] == 8
+
+    with open(out / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and [r["iteration"] for r in rows] == ["0", "1", "2", "3", "4", "5"]
+    assert rows[0]["loss"] == "" and rows[1]["loss"] != ""
+    # Evaluated at 0, every 2 iterations and at the end; row 0 is "before".
+    assert [r["eval_hard_entropy"] != "" for r in rows] == [True, False, True, False, True, True]
+    assert float(rows[0]["eval_hard_entropy"]) == pytest.approx(summary["hard_entropy_before"])
+    assert float(rows[-1]["eval_hard_entropy"]) == pytest.approx(summary["hard_entropy_after"])
+    assert (out / "checkpoint.npz").exists()
+
+    pytest.importorskip("matplotlib")
+    assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_is_seeded_and_resumable(tmp_path, capsys):
+    common = [*TINY, "--schedule", "constant", "--quiet", "--no-plot"]
+    assert main(["train", *common, "--iterations", "6", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *common, "--iterations", "6", "--out", str(tmp_path / "b")]) == 0
+    assert main(["train", *common, "--iterations", "3", "--out", str(tmp_path / "c")]) == 0
+    assert main(["train", *common, "--iterations", "6", "--resume",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr() == ("", "")          # --quiet: nothing at all
+
+    def theta(d):
+        with np.load(tmp_path / d / "params.npz") as p:
+            return p["theta"]
+
+    np.testing.assert_array_equal(theta("a"), theta("b"))
+    np.testing.assert_array_equal(theta("a"), theta("c"))   # resumed == uninterrupted
+    assert (tmp_path / "a" / "history.csv").read_text() == \
+        (tmp_path / "c" / "history.csv").read_text()
+    assert not (tmp_path / "a" / "training.png").exists()
+
+
+def _save(tmp_path, X, name="X.npy"):
+    path = tmp_path / name
+    np.save(path, X)
+    return str(path)
+
+
+def test_entropy_text_and_json(tmp_path, capsys, rng):
+    X = rng.random((20, 6))
+    path = _save(tmp_path, X)
+    assert main(["entropy", path, "--backend", "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert "soft entropy" in out and "hard entropy" in out and "distinct patterns" in out
+
+    assert main(["entropy", path, "--json", "--backend", "numpy", "--temperature", "5",
+                 "--sigma", "0.3", "--threshold", "0.4", "--base", "2", "--normalize"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    soft = kde.soft_entropy(X, 5, 0.3, threshold=0.4, base=2, normalize=True, backend="numpy")
+    hard = kde.hard_entropy(X, 0.4, base=2, normalize=True)
+    assert res["soft_entropy"] == pytest.approx(float(soft), rel=1e-12)
+    assert res["hard_entropy"] == pytest.approx(float(hard), rel=1e-12)
+    assert res["shape"] == [20, 6] and res["N"] == 20 and res["D"] == 6
+    assert res["distinct_patterns"] == kde.pattern_counts(X, 0.4)[1].size
+    assert res["unit"] == "bits per cell"
+
+
+def test_entropy_of_a_batch_of_populations(tmp_path, capsys, rng):
+    X = rng.random((3, 10, 4))
+    assert main(["entropy", _save(tmp_path, X), "--json", "--backend", "numpy"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(res["soft_entropy"], kde.soft_entropy(X, backend="numpy"),
+                               rtol=1e-12)
+    np.testing.assert_allclose(res["hard_entropy"], kde.hard_entropy(X), rtol=1e-12)
+    assert res["distinct_patterns"] is None
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for word in ("kdentropy", "numpy", "scipy", "numba", "backends", "threads", "gpu"):
+        assert word in out
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kdentropy"] == kde.__version__ and info["numpy"] == np.__version__
+    assert info["backends"] == kde.available_backends() and "numpy" in info["backends"]
+    assert isinstance(info["numba_threads"], int) and info["numba_threads"] >= 1
+    assert isinstance(info["gpu"]["cuda_available"], bool)
+
+
+def test_info_survives_missing_numba_cuda(monkeypatch, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "numba.cuda", None)   # makes the import fail
+    assert main(["info", "--json"]) == 0
+    gpu = json.loads(capsys.readouterr().out)["gpu"]
+    assert gpu["cuda_available"] is False and "cannot be imported" in gpu["reason"]
+
+
+@pytest.mark.parametrize("setup, match", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_text("hello, not numpy"), "cannot read"),
+    (lambda p: np.savez(p, a=np.zeros((2, 2))), "npz archive"),
+    (lambda p: np.save(p, np.array([0.1, 0.2])), "at least 2 dimensions"),
+    (lambda p: np.save(p, np.array([[0.1, np.nan]])), "NaN"),
+    (lambda p: np.save(p, np.array([[1 + 1j, 0]])), "complex"),
+    (lambda p: np.save(p, np.array([[{}]], dtype=object)), "cannot read"),
+])
+def test_entropy_bad_files(tmp_path, capsys, setup, match):
+    path = tmp_path / "data.npy"
+    setup(path)
+    if not path.exists() and match != "no such file":   # np.savez appends .npz
+        (tmp_path / "data.npy.npz").rename(path)
+    err = _one_line_error(capsys, main(["entropy", str(path)]))
+    assert match in err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--cells", "-3"], "--cells"),
+    (["train", "--cells", "abc"], "--cells"),
+    (["train", "--lr", "0"], "--lr"),
+    (["train", "--backend", "gpu"], "--backend"),
+    (["train", "--bogus"], "unrecognized"),
+    (["entropy"], "required"),
+    (["entropy", "x.npy", "--sigma", "nan"], "--sigma"),
+    (["entropy", "x.npy", "--base", "1"], "--base"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments(capsys, argv, match):
+    status = main(argv)
+    assert status == 2
+    assert match in _one_line_error(capsys, status)
+
+
+def test_bad_train_setups(tmp_path, capsys):
+    err = _one_line_error(capsys, main(["train", *TINY, "--resume", "--out", str(tmp_path)]))
+    assert "no checkpoint" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    err = _one_line_error(capsys, main(["train", *TINY, "--out", str(blocker / "sub")]))
+    assert "output directory" in err
+    err = _one_line_error(capsys, main(["train", *TINY, "--lr", "0.01", "--min-lr", "0.1",
+                                        "--out", str(tmp_path / "x")]))
+    assert "--min-lr" in err
+
+
+def test_no_command_and_help(capsys):
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["train", "--help"]) == 0
+    assert "--iterations" in capsys.readouterr().out

@@ -1,0 +1,275 @@
+"""Optimizers: convergence, exact update rules, schedules, clipping, checkpoint/resume identity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from kdentropy.optim import (
+    SGD, Adam, AdamW, Constant, Cosine, Exponential, clip_grad_norm, from_config,
+)
+
+
+# ----------------------------------------------------------------------------- problems
+
+def _bad_quadratic(rng, n=10, cond=1e3):
+    """f = x'Ax/2 - b'x with eigenvalues log-spaced over [1, cond] in a random basis."""
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = Q @ np.diag(np.logspace(0, np.log10(cond), n)) @ Q.T
+    b = rng.standard_normal(n)
+    return A, b, np.linalg.solve(A, b)
+
+
+def _run_quadratic(opt, A, b, steps):
+    x = np.zeros(b.size)
+    for _ in range(steps):
+        opt.step(x, A @ x - b)
+    return x
+
+
+def _rosenbrock_grad(x):
+    return np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2),
+                     200 * (x[1] - x[0] ** 2)])
+
+
+def _run_rosenbrock(opt, steps):
+    x = np.array([-1.5, 2.0])
+    for _ in range(steps):
+        opt.step(x, _rosenbrock_grad(x))
+    return x
+
+
+QUADRATIC_OPTIMIZERS = {
+    "sgd-momentum": lambda: SGD(1e-3, momentum=0.9),
+    "sgd-nesterov": lambda: SGD(1e-3, momentum=0.9, nesterov=True),
+    "adam-cosine": lambda: Adam(Cosine(0.1, 3000)),
+    "adam-exponential": lambda: Adam(Exponential(0.1, 0.5, decay_steps=300)),
+    "adamw-no-decay": lambda: AdamW(Cosine(0.1, 3000), weight_decay=0.0),
+}
+
+
+@pytest.mark.parametrize("name", QUADRATIC_OPTIMIZERS)
+def test_converges_on_badly_conditioned_quadratic(rng, name):
+    A, b, x_star = _bad_quadratic(rng)
+    x = _run_quadratic(QUADRATIC_OPTIMIZERS[name](), A, b, 3000)
+    assert np.linalg.norm(x - x_star) / np.linalg.norm(x_star) < 1e-6
+
+
+def test_momentum_beats_plain_gradient_descent_on_bad_conditioning(rng):
+    A, b, x_star = _bad_quadratic(rng)
+    plain = _run_quadratic(SGD(1e-3), A, b, 1000)
+    heavy = _run_quadratic(SGD(1e-3, momentum=0.9), A, b, 1000)
+    assert np.linalg.norm(heavy - x_star) < 1e-3 * np.linalg.norm(plain - x_star)
+
+
+ROSENBROCK_OPTIMIZERS = {
+    "adam": lambda: Adam(1e-2),
+    "adamw-cosine": lambda: AdamW(Cosine(2e-2, 5000), weight_decay=0.0),
+    "sgd-momentum-clipped": lambda: SGD(1e-3, momentum=0.9, clip_norm=10.0),
+    "sgd-nesterov-clipped": lambda: SGD(1e-3, momentum=0.9, nesterov=True, clip_norm=10.0),
+}
+
+
+@pytest.mark.parametrize("name", ROSENBROCK_OPTIMIZERS)
+def test_converges_on_rosenbrock(name):
+    x = _run_rosenbrock(ROSENBROCK_OPTIMIZERS[name](), 5000)
+    assert np.linalg.norm(x - 1.0) < 1e-3
+
+
+# ----------------------------------------------------------------------------- exact update rules
+
+def test_sgd_matches_reference_formulas(rng):
+    grads = rng.standard_normal((5, 4))
+    for nesterov in (False, True):
+        theta = rng.standard_normal(4)
+        ref, v = theta.copy(), np.zeros(4)
+        opt = SGD(0.1, momentum=0.8, nesterov=nesterov, weight_decay=0.01)
+        for g in grads:
+            opt.step(theta, g)
+            g = g + 0.01 * ref
+            v = 0.8 * v + g
+            ref = ref - 0.1 * ((g + 0.8 * v) if nesterov else v)
+        np.testing.assert_allclose(theta, ref, rtol=1e-14, atol=1e-15)
+
+
+def test_adam_matches_reference_and_first_step_is_lr(rng):
+    grads = rng.standard_normal((6, 5))
+    theta = rng.standard_normal(5)
+    start = theta.copy()
+    opt = Adam(0.05, betas=(0.8, 0.99), eps=1e-8)
+    opt.step(theta, grads[0])
+    # Bias correction makes the first step lr * g / (|g| + eps): lr * sign(g) up to eps.
+    g0 = grads[0]
+    np.testing.assert_allclose(start - theta, 0.05 * g0 / (np.abs(g0) + 1e-8), rtol=1e-14)
+    ref = theta.copy()
+    m = 0.2 * grads[0]
+    v = 0.01 * grads[0] ** 2
+    for t, g in enumerate(grads[1:], start=2):
+        opt.step(theta, g)
+        m = 0.8 * m + 0.2 * g
+        v = 0.99 * v + 0.01 * g * g
+        ref = ref - 0.05 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.99 ** t)) + 1e-8)
+    np.testing.assert_allclose(theta, ref, rtol=1e-13)
+
+
+def test_adamw_decay_is_decoupled_adam_decay_is_not(rng):
+    theta = rng.standard_normal(6)
+    zero = np.zeros(6)
+    w = theta.copy()
+    AdamW(0.1, weight_decay=0.5).step(w, zero)
+    # Decoupled: zero gradient, so the only change is the shrink factor.
+    np.testing.assert_allclose(w, theta * (1 - 0.1 * 0.5), rtol=1e-15)
+    c = theta.copy()
+    Adam(0.1, weight_decay=0.5).step(c, zero)
+    # Coupled: the decay goes through Adam's normalisation -> a step of lr * sign(theta).
+    np.testing.assert_allclose(c, theta - 0.1 * np.sign(theta), rtol=1e-6)
+
+
+def test_global_norm_clipping():
+    g, norm = clip_grad_norm([3.0, 4.0], 1.0)
+    np.testing.assert_allclose(g, [0.6, 0.8])
+    assert norm == 5.0
+    g, norm = clip_grad_norm(np.array([0.3, 0.4]), 1.0)   # below the limit: unchanged
+    np.testing.assert_allclose(g, [0.3, 0.4])
+    theta = np.zeros(2)
+    grad = np.array([3.0, 4.0])
+    opt = SGD(1.0, clip_norm=1.0)
+    opt.step(theta, grad)
+    np.testing.assert_allclose(theta, [-0.6, -0.8])
+    assert opt.last_grad_norm == 5.0
+    np.testing.assert_array_equal(grad, [3.0, 4.0])      # the caller's gradient is untouched
+
+
+def test_schedules():
+    c = Cosine(1.0, total_steps=10, min_lr=0.1)
+    assert c(0) == 1.0 and c(10) == pytest.approx(0.1) and c(50) == pytest.approx(0.1)
+    assert c(5) == pytest.approx(0.55)
+    assert all(c(i) >= c(i + 1) for i in range(12))
+    w = Cosine(1.0, total_steps=10, warmup=4)
+    assert [w(i) for i in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert w(4) == 1.0
+    e = Exponential(2.0, gamma=0.5, decay_steps=10)
+    assert e(0) == 2.0 and e(10) == pytest.approx(1.0) and e(5) == pytest.approx(2 / math.sqrt(2))
+    assert Constant(0.3)(1000) == 0.3
+    opt = SGD(Cosine(1.0, 4))
+    seen = []
+    theta = np.zeros(1)
+    for _ in range(5):
+        seen.append(opt.lr)
+        opt.step(theta, np.ones(1))
+    assert seen == pytest.approx([Cosine(1.0, 4)(i) for i in range(5)])
+    np.testing.assert_allclose(theta, [-sum(seen)])
+
+
+# ----------------------------------------------------------------------------- state and resume
+
+@pytest.mark.parametrize("make", [
+    lambda: SGD(Cosine(0.01, 40), momentum=0.9, nesterov=True, clip_norm=5.0),
+    lambda: Adam(Exponential(0.02, 0.9, 5), weight_decay=1e-3),
+    lambda: AdamW(0.01, weight_decay=0.1, clip_norm=1.0),
+], ids=["sgd", "adam", "adamw"])
+def test_checkpoint_resume_gives_identical_trajectory(tmp_path, rng, make):
+    A, b, _ = _bad_quadratic(rng, n=6, cond=100)
+    theta0 = rng.standard_normal(6)
+
+    straight = theta0.copy()
+    opt = make()
+    for _ in range(30):
+        opt.step(straight, A @ straight - b)
+
+    resumed = theta0.copy()
+    opt1 = make()
+    for _ in range(13):
+        opt1.step(resumed, A @ resumed - b)
+    path = tmp_path / "opt.npz"
+    np.savez(path, theta=resumed, **opt1.state_dict())
+    with np.load(path) as data:
+        resumed = data["theta"].copy()
+        opt2 = from_config(opt1.get_config())
+        opt2.load_state_dict({k: data[k] for k in data.files if k != "theta"})
+    assert opt2.step_count == 13
+    for _ in range(17):
+        opt2.step(resumed, A @ resumed - b)
+    np.testing.assert_array_equal(resumed, straight)     # bit for bit
+    for k, v in opt.state_dict().items():
+        np.testing.assert_array_equal(opt2.state_dict()[k], v)
+
+
+def test_state_dict_is_a_copy_and_load_checks_type(rng):
+    theta = rng.standard_normal(3)
+    opt = Adam(0.1)
+    opt.step(theta, np.ones(3))
+    state = opt.state_dict()
+    state["m"][:] = 99.0
+    assert not np.any(opt.state_dict()["m"] == 99.0)
+    with pytest.raises(ValueError, match="Adam optimizer, not SGD"):
+        SGD(0.1).load_state_dict(state)
+    with pytest.raises(ValueError, match="missing"):
+        Adam(0.1).load_state_dict({"type": "Adam"})
+    bad = dict(state, v=np.zeros(4))
+    with pytest.raises(ValueError, match="shapes"):
+        Adam(0.1).load_state_dict(bad)
+    fresh = Adam(0.1)
+    fresh.load_state_dict(state)
+    with pytest.raises(ValueError, match="shape"):
+        fresh.step(np.zeros(5), np.ones(5))
+
+
+def test_from_config_round_trip():
+    for opt in (SGD(Cosine(0.1, 10, min_lr=0.01, warmup=2), momentum=0.5, nesterov=True),
+                Adam(Exponential(0.1, 0.9), betas=(0.5, 0.9), eps=1e-6, clip_norm=2.0),
+                AdamW(0.3, weight_decay=0.2)):
+        clone = from_config(opt.get_config())
+        assert type(clone) is type(opt) and clone.get_config() == opt.get_config()
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        from_config({"name": "LBFGS", "lr": {"name": "Constant", "lr": 1.0}})
+
+
+# ----------------------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: SGD(-1.0), ValueError, "lr"),
+    (lambda: SGD(float("nan")), ValueError, "lr"),
+    (lambda: SGD(0.1, momentum=1.0), ValueError, "momentum"),
+    (lambda: SGD(0.1, nesterov=True), ValueError, "nesterov"),
+    (lambda: Adam(0.1, betas=(0.9,)), TypeError, "betas"),
+    (lambda: Adam(0.1, betas=(0.9, 1.5)), ValueError, r"betas\[1\]"),
+    (lambda: Adam(0.1, eps=0.0), ValueError, "eps"),
+    (lambda: AdamW(0.1, weight_decay=-1.0), ValueError, "weight_decay"),
+    (lambda: Adam(0.1, clip_norm=0.0), ValueError, "clip_norm"),
+    (lambda: Cosine(0.1, 0), ValueError, "total_steps"),
+    (lambda: Cosine(0.1, 10, min_lr=1.0), ValueError, "min_lr"),
+    (lambda: Cosine(0.1, 10, warmup=10), ValueError, "warmup"),
+    (lambda: Exponential(0.1, gamma=2.0), ValueError, "gamma"),
+    (lambda: clip_grad_norm([1.0], -1.0), ValueError, "max_norm"),
+])
+def test_bad_hyperparameters(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_bad_step_arguments():
+    opt = SGD(0.1)
+    with pytest.raises(TypeError, match="float64"):
+        opt.step([1.0, 2.0], [1.0, 1.0])
+    with pytest.raises(TypeError, match="float64"):
+        opt.step(np.zeros(2, dtype=np.float32), np.ones(2))
+    ro = np.zeros(2)
+    ro.flags.writeable = False
+    with pytest.raises(TypeError, match="writable"):
+        opt.step(ro, np.ones(2))
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(np.zeros(2), np.ones(3))
+    with pytest.raises(ValueError, match="finite"):
+        opt.step(np.zeros(2), [np.nan, 1.0])
+    assert opt.step_count == 0
+
+
+def test_docstring_examples():
+    import doctest
+
+    import kdentropy.optim as module
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
