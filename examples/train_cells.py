@@ -32,7 +32,7 @@ optimizer = Adam(lr=Cosine(0.03, total_steps=ITERATIONS, min_lr=1e-3))
 # One seed fixes the initial parameters, the training batches and the
 # evaluation batch (whose initial states and noise are never trained on).
 trainer = Trainer(system, optimizer=optimizer, loss=loss, seed=0, batch=64, eval_batch=256)
-before = trainer.evaluate()
+before = trainer.record_evaluation()       # history row 0: the untrained system
 trainer.run(ITERATIONS, progress="auto")   # a tqdm bar when tqdm is installed
 after = trainer.record_evaluation()
 

@@ -99,12 +99,22 @@ def test_rollout_is_vectorised_over_runs(rng):
     np.testing.assert_allclose(batch, single, rtol=1e-14, atol=1e-15)
 
 
-def test_noise_is_the_only_randomness(rng):
-    system = CellSystem(n_cells=8, steps=4, noise=0.0)
+def test_initial_states_and_noise_are_the_only_randomness(rng):
+    # The roll-out draws nothing itself (no global RNG): runs with the same
+    # x0 and noise agree exactly, and each of the two inputs matters.
+    system = CellSystem(n_cells=8, steps=4, noise=0.2, output_init_scale=1.0)
     theta = system.init(rng)
-    x0, xi = system.sample_inputs(rng, 5)
-    x0[:] = x0[0]                                   # identical initial states
-    X = system.rollout(theta, x0, xi).final         # noise 0: xi is ignored
+    x0, xi = system.sample_inputs(rng, 3)
+    np.random.seed(1)
+    same = system.rollout(theta, np.repeat(x0[:1], 3, 0), np.repeat(xi[:, :1], 3, 1)).final
+    assert np.all(same == same[0])
+    np.random.seed(2)
+    np.testing.assert_array_equal(
+        system.rollout(theta, x0[:1], xi[:, :1]).final[0], same[0])
+    other_noise = system.rollout(theta, np.repeat(x0[:1], 3, 0), xi).final
+    assert not np.array_equal(other_noise[1], other_noise[0])
+    noiseless = CellSystem(**dict(system.get_config(), noise=0.0))
+    X = noiseless.rollout(theta, np.repeat(x0[:1], 3, 0), xi).final   # noise 0: xi unused
     assert np.all(X == X[0])
 
 
@@ -134,6 +144,12 @@ def test_rollout_to_loss_gradient_matches_finite_differences(rng, name):
     assert value == pytest.approx(parts["soft_entropy"] + 100.0 * parts["penalty"], rel=1e-14)
     fd = _fd_theta(lambda t: system.loss_and_grad(t, x0, xi, loss)[0], theta)
     assert _rel_err(grad, fd) < FD_RTOL
+    # The penalty dominates the norm above; check the entropy part on its own.
+    soft = ReproducibilityLoss(anti_collapse=0.0, backend="numpy")
+    _, grad_soft, _ = system.loss_and_grad(theta, x0, xi, soft)
+    fd_soft = _fd_theta(lambda t: system.loss_and_grad(t, x0, xi, soft)[0], theta)
+    assert np.linalg.norm(fd_soft) > 1e-2
+    assert _rel_err(grad_soft, fd_soft) < FD_RTOL
 
 
 def test_backward_of_any_final_gradient_matches_finite_differences(rng):
@@ -249,6 +265,17 @@ def test_evaluation_batch_is_never_a_training_batch():
         assert not np.isin(x_train, x_eval).any()
 
 
+def test_trainer_does_not_modify_the_given_theta(rng):
+    system = CellSystem(n_cells=6, steps=3, hidden=(4,))
+    theta = system.init(rng)
+    copy = theta.copy()
+    trainer = Trainer(system, optimizer=Adam(0.05), loss=ReproducibilityLoss(backend="numpy"),
+                      batch=8, eval_batch=8, theta=theta)
+    trainer.run(2, progress=False)
+    np.testing.assert_array_equal(theta, copy)
+    assert not np.array_equal(trainer.theta, copy)
+
+
 def test_checkpoint_resume_gives_identical_trajectory(tmp_path):
     def make():
         system = CellSystem(n_cells=8, steps=4, hidden=(6,))
@@ -286,15 +313,36 @@ def test_checkpoint_every(tmp_path):
                                                if path.exists() else None))
     assert seen == [None, 2, 2, 4, 4]   # the callback runs after the checkpoint
     assert Trainer.load(path).iteration == 5
+    with pytest.raises(ValueError, match="npz"):   # refused before any training
+        trainer.run(3, progress=False, checkpoint=tmp_path / "c.txt")
+    assert trainer.iteration == 5
 
 
 def test_load_rejects_other_files(tmp_path):
     np.savez(tmp_path / "x.npz", theta=np.zeros(3))
     with pytest.raises(ValueError, match="not a kdentropy"):
         Trainer.load(tmp_path / "x.npz")
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not a kdentropy"):
+        Trainer.load(tmp_path / "x.npy")
     (tmp_path / "bad.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="cannot read"):
         Trainer.load(tmp_path / "bad.npz")
+    # A checkpoint with a missing entry, or a bit generator name that is not one.
+    good = tmp_path / "good.npz"
+    _small_trainer().save(good)
+    with np.load(good) as data:
+        arrays = dict(data)
+    np.savez(tmp_path / "cut.npz", **{k: v for k, v in arrays.items() if k != "rng_state"})
+    with pytest.raises(ValueError, match="damaged"):
+        Trainer.load(tmp_path / "cut.npz")
+    state = json.loads(str(arrays["rng_state"]))
+    state["bit_generator"] = "seed"                 # np.random.seed must not be called
+    np.savez(tmp_path / "evil.npz", **dict(arrays, rng_state=np.array(json.dumps(state))))
+    with pytest.raises(ValueError, match="bit generator"):
+        Trainer.load(tmp_path / "evil.npz")
+    with pytest.raises(ValueError, match="backend"):
+        Trainer.load(good, backend="tpu")
 
 
 def test_train_function_and_progress_lines(capsys):
@@ -330,6 +378,10 @@ def test_history_csv_round_trip(tmp_path):
     (lambda: CellSystem(position="random"), ValueError, "position"),
     (lambda: CellSystem(noise=-0.1), ValueError, "noise"),
     (lambda: CellSystem(activation="swish"), ValueError, "activation"),
+    (lambda: CellSystem(hidden=2.0), TypeError, "hidden"),
+    (lambda: CellSystem(hidden=(4, 0)), ValueError, r"hidden\[1\]"),
+    (lambda: CellSystem(radius=-1), ValueError, "radius"),
+    (lambda: ReproducibilityLoss(temperature=float("inf")), ValueError, "temperature"),
     (lambda: ReproducibilityLoss(sigma=0.0), ValueError, "sigma"),
     (lambda: ReproducibilityLoss(band=(0.8, 0.2)), ValueError, "band"),
     (lambda: ReproducibilityLoss(anti_collapse=-1.0), ValueError, "anti_collapse"),
@@ -357,6 +409,14 @@ def test_bad_rollout_inputs(rng):
         system.rollout(theta, x0, xi[1:])
     with pytest.raises(ValueError, match="finite"):
         system.rollout(theta, np.where(x0 > 0.5, np.nan, x0), xi)
+    with pytest.raises(TypeError, match="x0"):
+        system.rollout(theta, x0 + 0j, xi)
+    with pytest.raises(TypeError, match="theta"):
+        system.rollout(theta + 0j, x0, xi)
+    with pytest.raises(TypeError, match="rng"):
+        system.sample_inputs(np.random.RandomState(0), 4)
+    with pytest.raises(ValueError, match="n_runs"):
+        system.sample_inputs(rng, 0)
     out = system.rollout(theta, x0, xi, keep_caches=False)
     with pytest.raises(ValueError, match="keep_caches"):
         system.backward(theta, out, np.zeros_like(out.final))

@@ -66,7 +66,8 @@ def test_train_is_seeded_and_resumable(tmp_path, capsys):
     assert main(["train", *common, "--iterations", "6", "--out", str(tmp_path / "a")]) == 0
     assert main(["train", *common, "--iterations", "6", "--out", str(tmp_path / "b")]) == 0
     assert main(["train", *common, "--iterations", "3", "--out", str(tmp_path / "c")]) == 0
-    assert main(["train", *common, "--iterations", "6", "--resume",
+    # Without --backend the resumed run keeps the checkpoint's (numpy), not "auto".
+    assert main(["train", "--quiet", "--no-plot", "--iterations", "6", "--resume",
                  "--out", str(tmp_path / "c")]) == 0
     assert capsys.readouterr() == ("", "")          # --quiet: nothing at all
 
@@ -76,6 +77,8 @@ def test_train_is_seeded_and_resumable(tmp_path, capsys):
 
     np.testing.assert_array_equal(theta("a"), theta("b"))
     np.testing.assert_array_equal(theta("a"), theta("c"))   # resumed == uninterrupted
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["backend"] == "numpy" and summary["iterations"] == 6
     assert (tmp_path / "a" / "history.csv").read_text() == \
         (tmp_path / "c" / "history.csv").read_text()
     assert not (tmp_path / "a" / "training.png").exists()
@@ -104,6 +107,15 @@ def test_entropy_text_and_json(tmp_path, capsys, rng):
     assert res["shape"] == [20, 6] and res["N"] == 20 and res["D"] == 6
     assert res["distinct_patterns"] == kde.pattern_counts(X, 0.4)[1].size
     assert res["unit"] == "bits per cell"
+
+
+def test_backend_defaults_to_the_library_setting(tmp_path, capsys, monkeypatch, rng):
+    path = _save(tmp_path, rng.random((5, 3)))
+    monkeypatch.setenv("KDENTROPY_BACKEND", "numpy")
+    assert main(["entropy", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "numpy"
+    monkeypatch.setenv("KDENTROPY_BACKEND", "tpu")
+    assert "KDENTROPY_BACKEND" in _one_line_error(capsys, main(["entropy", path]))
 
 
 def test_entropy_of_a_batch_of_populations(tmp_path, capsys, rng):
@@ -139,7 +151,8 @@ def test_info_survives_missing_numba_cuda(monkeypatch, capsys):
 
 @pytest.mark.parametrize("setup, match", [
     (lambda p: None, "no such file"),
-    (lambda p: p.write_text("hello, not numpy"), "cannot read"),
+    (lambda p: p.write_text("hello, not numpy"), "not a .npy file"),
+    (lambda p: p.write_bytes(b""), "not a .npy file"),
     (lambda p: np.savez(p, a=np.zeros((2, 2))), "npz archive"),
     (lambda p: np.save(p, np.array([0.1, 0.2])), "at least 2 dimensions"),
     (lambda p: np.save(p, np.array([[0.1, np.nan]])), "NaN"),
@@ -157,6 +170,10 @@ def test_entropy_bad_files(tmp_path, capsys, setup, match):
 
 @pytest.mark.parametrize("argv, match", [
     (["train", "--cells", "-3"], "--cells"),
+    (["train", "--cells", "0"], "--cells"),
+    (["train", "--iterations", "-1"], "--iterations"),
+    (["train", "--backend", "tpu"], "--backend"),
+    (["train", "--noise", "-0.1"], "--noise"),
     (["train", "--cells", "abc"], "--cells"),
     (["train", "--lr", "0"], "--lr"),
     (["train", "--backend", "gpu"], "--backend"),
@@ -175,10 +192,21 @@ def test_bad_arguments(capsys, argv, match):
 def test_bad_train_setups(tmp_path, capsys):
     err = _one_line_error(capsys, main(["train", *TINY, "--resume", "--out", str(tmp_path)]))
     assert "no checkpoint" in err
+    assert not (tmp_path / "checkpoint.npz").exists()
+    err = _one_line_error(capsys, main(["train", *TINY, "--resume",
+                                        "--out", str(tmp_path / "new")]))
+    assert not (tmp_path / "new").exists()          # a failed --resume creates nothing
     blocker = tmp_path / "file"
-    blocker.write_text("")
+    blocker.write_text("keep me")
+    err = _one_line_error(capsys, main(["train", *TINY, "--out", str(blocker)]))
+    assert "not a directory" in err and blocker.read_text() == "keep me"
     err = _one_line_error(capsys, main(["train", *TINY, "--out", str(blocker / "sub")]))
     assert "output directory" in err
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "checkpoint.npz").write_bytes(b"PK\x03\x04broken")
+    err = _one_line_error(capsys, main(["train", *TINY, "--resume",
+                                        "--out", str(tmp_path / "ck")]))
+    assert "checkpoint" in err
     err = _one_line_error(capsys, main(["train", *TINY, "--lr", "0.01", "--min-lr", "0.1",
                                         "--out", str(tmp_path / "x")]))
     assert "--min-lr" in err

@@ -51,6 +51,8 @@ def test_dense_backward_matches_finite_differences(rng, activation):
     assert dx.shape == x.shape and dtheta.shape == (layer.n_params,)
     assert dx.dtype == np.float64 and dtheta.dtype == np.float64
     fd_theta, fd_x = _fd_grads(layer, theta, x, w)
+    # Not a vacuous comparison of two near-zero vectors.
+    assert np.linalg.norm(fd_theta) > 0.1 and np.linalg.norm(fd_x) > 0.1
     assert _rel_err(dtheta, fd_theta) < FD_RTOL
     assert _rel_err(dx, fd_x) < FD_RTOL
 
@@ -66,8 +68,23 @@ def test_mlp_backward_matches_finite_differences(rng, activation, output_activat
     y, cache = net.forward(theta, x)
     dx, dtheta = net.backward(theta, cache, w)
     fd_theta, fd_x = _fd_grads(net, theta, x, w)
+    assert np.linalg.norm(fd_theta) > 0.1 and np.linalg.norm(fd_x) > 0.01
     assert _rel_err(dtheta, fd_theta) < FD_RTOL
     assert _rel_err(dx, fd_x) < FD_RTOL
+
+
+def test_dense_inside_a_longer_vector(rng):
+    # A layer at an offset reads and writes only its own slice of the model vector.
+    layer = Dense(3, 2, "tanh", offset=5)
+    theta = layer.init(rng)
+    assert theta.shape == (5 + layer.n_params,) and np.all(theta[:5] == 0)
+    theta[:5] = rng.standard_normal(5)                  # other layers' parameters
+    x = rng.standard_normal((4, 3))
+    y, cache = layer.forward(np.concatenate([theta, [7.0]]), x)   # longer is fine
+    W, b = layer.views(theta)
+    np.testing.assert_allclose(y, np.tanh(x @ W + b), rtol=1e-14, atol=1e-15)
+    _, dtheta = layer.backward(theta, cache, np.ones_like(y))
+    assert dtheta.shape == theta.shape and np.all(dtheta[:5] == 0)
 
 
 def test_mlp_equals_manual_composition(rng):
@@ -141,6 +158,15 @@ def test_bad_call_arguments(rng):
     theta = net.init(rng)
     with pytest.raises(ValueError, match="theta"):
         net.forward(theta[:-1], np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="theta"):
+        net.forward(theta.astype(complex), np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="theta"):
+        net.views(theta.astype(np.float32))            # views could not write through
+    with pytest.raises(ValueError, match="theta"):
+        Dense(3, 1).forward(np.zeros(3), np.zeros((2, 3)))
+    # Integer and boolean inputs are real data: cast, not refused.
+    y_int, _ = net.forward(theta, np.ones((2, 3), dtype=int))
+    np.testing.assert_array_equal(y_int, net.forward(theta, np.ones((2, 3)))[0])
     with pytest.raises(ValueError, match="x must have shape"):
         net.forward(theta, np.zeros((2, 4)))
     with pytest.raises(TypeError, match="real"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -82,6 +83,7 @@ def test_converges_on_rosenbrock(name):
 
 def test_sgd_matches_reference_formulas(rng):
     grads = rng.standard_normal((5, 4))
+    grads_copy = grads.copy()
     for nesterov in (False, True):
         theta = rng.standard_normal(4)
         ref, v = theta.copy(), np.zeros(4)
@@ -92,10 +94,12 @@ def test_sgd_matches_reference_formulas(rng):
             v = 0.8 * v + g
             ref = ref - 0.1 * ((g + 0.8 * v) if nesterov else v)
         np.testing.assert_allclose(theta, ref, rtol=1e-14, atol=1e-15)
+    np.testing.assert_array_equal(grads, grads_copy)     # gradients are never modified
 
 
 def test_adam_matches_reference_and_first_step_is_lr(rng):
     grads = rng.standard_normal((6, 5))
+    grads_copy = grads.copy()
     theta = rng.standard_normal(5)
     start = theta.copy()
     opt = Adam(0.05, betas=(0.8, 0.99), eps=1e-8)
@@ -112,6 +116,7 @@ def test_adam_matches_reference_and_first_step_is_lr(rng):
         v = 0.99 * v + 0.01 * g * g
         ref = ref - 0.05 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.99 ** t)) + 1e-8)
     np.testing.assert_allclose(theta, ref, rtol=1e-13)
+    np.testing.assert_array_equal(grads, grads_copy)
 
 
 def test_adamw_decay_is_decoupled_adam_decay_is_not(rng):
@@ -211,6 +216,12 @@ def test_state_dict_is_a_copy_and_load_checks_type(rng):
     bad = dict(state, v=np.zeros(4))
     with pytest.raises(ValueError, match="shapes"):
         Adam(0.1).load_state_dict(bad)
+    with pytest.raises(ValueError, match="step_count"):
+        Adam(0.1).load_state_dict(dict(state, step_count=np.array(-1)))
+    with pytest.raises(ValueError, match="step_count"):
+        Adam(0.1).load_state_dict(dict(state, step_count=np.array(1.5)))
+    with pytest.raises(TypeError, match="mapping"):
+        Adam(0.1).load_state_dict([("type", "Adam")])
     fresh = Adam(0.1)
     fresh.load_state_dict(state)
     with pytest.raises(ValueError, match="shape"):
@@ -225,6 +236,12 @@ def test_from_config_round_trip():
         assert type(clone) is type(opt) and clone.get_config() == opt.get_config()
     with pytest.raises(ValueError, match="unknown optimizer"):
         from_config({"name": "LBFGS", "lr": {"name": "Constant", "lr": 1.0}})
+    with pytest.raises(ValueError, match="lr"):
+        from_config({"name": "Adam"})
+    with pytest.raises(ValueError, match="unknown schedule"):
+        from_config({"name": "Adam", "lr": {"name": "Step", "lr": 1.0}})
+    assert from_config(SGD(0.5).get_config()).get_config() == \
+        from_config(json.dumps(SGD(0.5).get_config())).get_config()
 
 
 # ----------------------------------------------------------------------------- validation
@@ -242,6 +259,10 @@ def test_from_config_round_trip():
     (lambda: Cosine(0.1, 0), ValueError, "total_steps"),
     (lambda: Cosine(0.1, 10, min_lr=1.0), ValueError, "min_lr"),
     (lambda: Cosine(0.1, 10, warmup=10), ValueError, "warmup"),
+    (lambda: Cosine(0.1, 10, warmup=1.5), TypeError, "warmup"),
+    (lambda: Exponential(0.1, gamma=0.5, decay_steps=0), ValueError, "decay_steps"),
+    (lambda: SGD("0.1"), TypeError, "lr"),
+    (lambda: SGD(0.1, nesterov=1), TypeError, "nesterov"),
     (lambda: Exponential(0.1, gamma=2.0), ValueError, "gamma"),
     (lambda: clip_grad_norm([1.0], -1.0), ValueError, "max_norm"),
 ])
@@ -264,6 +285,8 @@ def test_bad_step_arguments():
         opt.step(np.zeros(2), np.ones(3))
     with pytest.raises(ValueError, match="finite"):
         opt.step(np.zeros(2), [np.nan, 1.0])
+    with pytest.raises(TypeError, match="grad"):
+        opt.step(np.zeros(2), np.ones(2) + 1j)
     assert opt.step_count == 0
 
 

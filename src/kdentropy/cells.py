@@ -77,6 +77,7 @@ import math
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,8 +85,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _api, _backend
-from .nn import MLP
-from .optim import Adam, Optimizer, from_config
+from ._api import _positive, _real_scalar
+from .nn import MLP, _check_int, _check_rng, _check_theta, _real_array
+from .optim import Adam, Optimizer, _nonnegative, from_config
 
 __all__ = [
     "CellSystem",
@@ -100,26 +102,6 @@ __all__ = [
 
 _TOPOLOGIES = ("line", "ring")
 _POSITIONS = ("auto", "linear", "sincos", "none")
-
-
-def _int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
-
-
-def _float(value: Any, name: str, minimum: float | None = None, strict: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}; got {value}")
-    return value
 
 
 # ----------------------------------------------------------------------------- the system
@@ -186,9 +168,9 @@ class CellSystem:
                  activation: str = "tanh", radius: int = 1, topology: str = "line",
                  position: str = "auto", noise: float = 0.05,
                  output_init_scale: float = 0.1) -> None:
-        self.n_cells = _int(n_cells, "n_cells", 1)
-        self.steps = _int(steps, "steps", 1)
-        self.radius = _int(radius, "radius", 0)
+        self.n_cells = _check_int(n_cells, "n_cells", 1)
+        self.steps = _check_int(steps, "steps", 1)
+        self.radius = _check_int(radius, "radius", 0)
         if topology not in _TOPOLOGIES:
             raise ValueError(f"topology must be one of {_TOPOLOGIES}; got {topology!r}")
         self.topology = topology
@@ -197,11 +179,16 @@ class CellSystem:
         if position == "auto":
             position = "linear" if topology == "line" else "sincos"
         self.position = position
-        self.noise = _float(noise, "noise", 0.0)
-        self.output_init_scale = _float(output_init_scale, "output_init_scale", 0.0)
+        self.noise = _nonnegative(noise, "noise")
+        self.output_init_scale = _nonnegative(output_init_scale, "output_init_scale")
         if isinstance(hidden, (int, np.integer)):
             hidden = (hidden,)
-        self.hidden = tuple(_int(h, "hidden", 1) for h in hidden)
+        try:
+            hidden = tuple(hidden)
+        except TypeError:
+            raise TypeError(f"hidden must be an integer or a sequence of integers; "
+                            f"got {type(hidden).__name__}") from None
+        self.hidden = tuple(_check_int(h, f"hidden[{i}]") for i, h in enumerate(hidden))
         self.activation = activation
         self.n_neigh = 2 * self.radius + 1
         self.n_features = self.n_neigh + (0 if position == "none" else 2)
@@ -273,19 +260,17 @@ class CellSystem:
             Drawn even when ``noise == 0`` so that the random stream does not
             depend on it.
         """
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-        n_runs = _int(n_runs, "n_runs", 1)
+        _check_rng(rng)
+        n_runs = _check_int(n_runs, "n_runs", 1)
         x0 = rng.random((n_runs, self.n_cells))
         xi = rng.standard_normal((self.steps, n_runs, self.n_cells))
         return x0, xi
 
     def _check_inputs(self, x0: ArrayLike, xi: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        x0 = np.asarray(x0, dtype=np.float64)
+        x0, xi = _real_array(x0, "x0"), _real_array(xi, "xi")
         if x0.ndim != 2 or x0.shape[1] != self.n_cells or x0.shape[0] < 1:
             raise ValueError(f"x0 must have shape (N, {self.n_cells}) with N >= 1; "
                              f"got {x0.shape}")
-        xi = np.asarray(xi, dtype=np.float64)
         if xi.shape != (self.steps,) + x0.shape:
             raise ValueError(f"xi must have shape {(self.steps,) + x0.shape}; got {xi.shape}")
         if not (np.isfinite(x0).all() and np.isfinite(xi).all()):
@@ -351,9 +336,7 @@ class CellSystem:
         -------
         Rollout
         """
-        theta = np.asarray(theta, dtype=np.float64)
-        if theta.shape != (self.n_params,):
-            raise ValueError(f"theta must have shape ({self.n_params},); got {theta.shape}")
+        theta = _check_theta(theta, self.n_params)
         x0, xi = self._check_inputs(x0, xi)
         x = x0.copy()
         caches = []
@@ -392,12 +375,12 @@ class CellSystem:
         -------
         dtheta : ndarray of float64, shape (n_params,)
         """
-        theta = np.asarray(theta, dtype=np.float64)
-        if theta.shape != (self.n_params,):
-            raise ValueError(f"theta must have shape ({self.n_params},); got {theta.shape}")
+        theta = _check_theta(theta, self.n_params)
+        if not isinstance(rollout, Rollout):
+            raise TypeError(f"rollout must be a Rollout; got {type(rollout).__name__}")
         if len(rollout.caches) != self.steps:
             raise ValueError("rollout has no caches; run it with keep_caches=True")
-        g = np.asarray(dfinal, dtype=np.float64)
+        g = _real_array(dfinal, "dfinal")
         if g.shape != rollout.final.shape:
             raise ValueError(f"dfinal must have shape {rollout.final.shape}; got {g.shape}")
         dtheta = np.zeros(self.n_params)
@@ -491,15 +474,15 @@ class ReproducibilityLoss:
     def __init__(self, temperature: float = 10.0, sigma: float = 0.5, *,
                  threshold: float = 0.5, anti_collapse: float = 100.0,
                  band: tuple[float, float] = (0.5, 0.5), backend: str | None = None) -> None:
-        self.temperature = _float(temperature, "temperature", 0.0, strict=True)
-        self.sigma = _float(sigma, "sigma", 0.0, strict=True)
-        self.threshold = _float(threshold, "threshold")
-        self.anti_collapse = _float(anti_collapse, "anti_collapse", 0.0)
+        self.temperature = _positive(temperature, "temperature")
+        self.sigma = _positive(sigma, "sigma")
+        self.threshold = _real_scalar(threshold, "threshold")
+        self.anti_collapse = _nonnegative(anti_collapse, "anti_collapse")
         try:
             lo, hi = band
         except (TypeError, ValueError):
             raise TypeError(f"band must be a pair (lo, hi); got {band!r}") from None
-        lo, hi = _float(lo, "band[0]"), _float(hi, "band[1]")
+        lo, hi = _real_scalar(lo, "band[0]"), _real_scalar(hi, "band[1]")
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"band must satisfy 0 <= lo <= hi <= 1; got {(lo, hi)}")
         self.band = (lo, hi)
@@ -513,8 +496,25 @@ class ReproducibilityLoss:
                 "threshold": self.threshold, "anti_collapse": self.anti_collapse,
                 "band": list(self.band), "backend": self.backend}
 
-    def penalty(self, X: np.ndarray) -> tuple[float, np.ndarray]:
-        """The anti-collapse hinge (unweighted) and its gradient with respect to X."""
+    def penalty(self, X: ArrayLike) -> tuple[float, np.ndarray]:
+        """The anti-collapse hinge (unweighted) and its gradient with respect to X.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Final patterns (raw states).
+
+        Returns
+        -------
+        value : float
+            ``mean_n [relu(lo - m_n)^2 + relu(m_n - hi)^2]``.
+        grad : ndarray of float64, shape (N, D)
+            ``d value / dX``; a read-only broadcast view (every cell of a run
+            gets the same value).
+        """
+        X = _real_array(X, "X")
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (N, D); got shape {X.shape}")
         N, D = X.shape
         lo, hi = self.band
         m = X.mean(axis=1)
@@ -525,14 +525,23 @@ class ReproducibilityLoss:
         return value, np.broadcast_to((dm / D)[:, None], X.shape)
 
     def __call__(self, X: ArrayLike) -> tuple[float, np.ndarray, dict]:
-        """Loss value, ``dL/dX`` and the parts ``{"soft_entropy", "penalty"}``.
+        """Loss value, its gradient and its parts.
 
         Parameters
         ----------
         X : array_like, shape (N, D)
             Final patterns.
+
+        Returns
+        -------
+        value : float
+            ``soft_entropy + anti_collapse * penalty``.
+        grad : ndarray of float64, shape (N, D)
+            ``dL/dX``.
+        parts : dict
+            ``{"soft_entropy": float, "penalty": float}`` (penalty unweighted).
         """
-        X = np.asarray(X, dtype=np.float64)
+        X = _real_array(X, "X")
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (N, D); got shape {X.shape}")
         H, dX = _api.soft_entropy_and_grad(X, self.temperature, self.sigma,
@@ -575,7 +584,7 @@ def pattern_stats(X: ArrayLike, threshold: float = 0.5, *, topology: str = "line
     """
     if topology not in _TOPOLOGIES:
         raise ValueError(f"topology must be one of {_TOPOLOGIES}; got {topology!r}")
-    X = np.asarray(X, dtype=np.float64)
+    X = _real_array(X, "X")
     if X.ndim != 2 or X.shape[0] < 1:
         raise ValueError(f"X must be 2-D (N, D) with N >= 1; got shape {X.shape}")
     B = X >= threshold
@@ -621,7 +630,15 @@ class History:
         return len(self._rows)
 
     def record(self, iteration: int, **values: float) -> None:
-        """Set values in the row of ``iteration`` (appended when it is new)."""
+        """Set values in the row of ``iteration``.
+
+        Parameters
+        ----------
+        iteration : int
+            The row; a new row is appended unless it is the last one.
+        **values : float
+            Column values; unknown columns are a ValueError.
+        """
         unknown = set(values) - set(self.COLUMNS)
         if unknown:
             raise ValueError(f"unknown history columns {sorted(unknown)}")
@@ -648,15 +665,37 @@ class History:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, ArrayLike]) -> History:
-        """Rebuild from :meth:`as_arrays` output."""
+        """Rebuild a history from :meth:`as_arrays` output.
+
+        Parameters
+        ----------
+        arrays : dict
+            One 1-D array per column of :attr:`COLUMNS`, all of one length.
+
+        Returns
+        -------
+        History
+        """
         hist = cls()
         columns = {c: np.asarray(arrays[c], dtype=np.float64) for c in cls.COLUMNS}
+        if len({a.shape for a in columns.values()}) != 1 or columns["iteration"].ndim != 1:
+            raise ValueError("history columns must be 1-D arrays of one length")
         for i in range(columns["iteration"].shape[0]):
             hist._rows.append({c: float(columns[c][i]) for c in cls.COLUMNS})
         return hist
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
-        """CSV text: a header, one line per row, empty fields for NaN; also written to ``path``."""
+        """The history as CSV text: a header, one line per row, empty fields for NaN.
+
+        Parameters
+        ----------
+        path : path-like, optional
+            Also write the text there.
+
+        Returns
+        -------
+        str
+        """
         buf = io.StringIO()
         buf.write(",".join(self.COLUMNS) + "\n")
         for row in self._rows:
@@ -675,13 +714,24 @@ class History:
 
 # ----------------------------------------------------------------------------- training
 
+def _checkpoint_path(path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        raise ValueError(f"checkpoint path must end in .npz; got {path!r}")
+    return path
+
+
 def _rng_state_json(rng: np.random.Generator) -> str:
     return json.dumps(rng.bit_generator.state)
 
 
 def _rng_from_json(text: str) -> np.random.Generator:
     state = json.loads(text)
-    bitgen = getattr(np.random, state["bit_generator"])()
+    # The name comes from a file: only ever instantiate a real bit generator.
+    cls = getattr(np.random, str(state.get("bit_generator")), None)
+    if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)):
+        raise ValueError(f"unknown bit generator {state.get('bit_generator')!r}")
+    bitgen = cls()
     bitgen.state = state
     return np.random.Generator(bitgen)
 
@@ -791,18 +841,15 @@ class Trainer:
         self.loss = ReproducibilityLoss() if loss is None else loss
         if not isinstance(self.loss, ReproducibilityLoss):
             raise TypeError(f"loss must be a ReproducibilityLoss; got {type(loss).__name__}")
-        self.seed = _int(seed, "seed", 0)
-        self.batch = _int(batch, "batch", 1)
-        self.eval_batch = _int(eval_batch, "eval_batch", 1)
-        self.eval_every = _int(eval_every, "eval_every", 1)
+        self.seed = _check_int(seed, "seed", 0)
+        self.batch = _check_int(batch, "batch", 1)
+        self.eval_batch = _check_int(eval_batch, "eval_batch", 1)
+        self.eval_every = _check_int(eval_every, "eval_every", 1)
         init_ss, train_ss, eval_ss = np.random.SeedSequence(self.seed).spawn(3)
         if theta is None:
             self.theta = self.system.init(np.random.default_rng(init_ss))
         else:
-            self.theta = np.array(theta, dtype=np.float64)
-            if self.theta.shape != (self.system.n_params,):
-                raise ValueError(f"theta must have shape ({self.system.n_params},); "
-                                 f"got {self.theta.shape}")
+            self.theta = _check_theta(theta, self.system.n_params).copy()
         self.theta_initial = self.theta.copy()
         self.rng = np.random.default_rng(train_ss)
         self.eval_inputs = self.system.sample_inputs(np.random.default_rng(eval_ss),
@@ -856,7 +903,15 @@ class Trainer:
     # -- training -------------------------------------------------------------
 
     def step(self) -> dict:
-        """One optimizer step on a fresh training batch; returns its history row values."""
+        """One optimizer step on a fresh training batch.
+
+        Returns
+        -------
+        dict
+            The values recorded in the history row of the new iteration:
+            ``loss``, ``soft_entropy``, ``penalty``, ``hard_entropy``,
+            ``grad_norm`` and ``lr``.
+        """
         x0, xi = self.system.sample_inputs(self.rng, self.batch)
         value, grad, parts = self.system.loss_and_grad(self.theta, x0, xi, self.loss)
         lr = self.optimizer.lr
@@ -885,6 +940,8 @@ class Trainer:
             Where :meth:`save` writes (at the end, and every
             ``checkpoint_every`` iterations if given).
         checkpoint_every : int, optional
+            Also save every this many iterations (needs ``checkpoint``), so
+            an interrupted run can be resumed with :meth:`load`.
         callback : callable, optional
             Called as ``callback(trainer)`` after every iteration.
 
@@ -893,9 +950,11 @@ class Trainer:
         History
             ``self.history``.
         """
-        iterations = _int(iterations, "iterations", 0)
+        iterations = _check_int(iterations, "iterations", 0)
+        if checkpoint is not None:
+            checkpoint = _checkpoint_path(checkpoint)  # fail now, not after the training
         if checkpoint_every is not None:
-            checkpoint_every = _int(checkpoint_every, "checkpoint_every", 1)
+            checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
             if checkpoint is None:
                 raise ValueError("checkpoint_every needs a checkpoint path")
         if progress not in (True, False, "auto", "tqdm", "lines"):
@@ -926,6 +985,21 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------
 
+    def get_config(self) -> dict:
+        """JSON-serialisable settings: system, loss, optimizer, seed and batch sizes.
+
+        Returns
+        -------
+        dict
+            What :meth:`save` stores to rebuild the trainer (its state, the
+            parameters, optimizer moments, random stream and history, is
+            saved beside it).
+        """
+        return {"system": self.system.get_config(), "loss": self.loss.get_config(),
+                "optimizer": self.optimizer.get_config(), "seed": self.seed,
+                "batch": self.batch, "eval_batch": self.eval_batch,
+                "eval_every": self.eval_every}
+
     def save(self, path: str | os.PathLike) -> None:
         """Write parameters, optimizer state, RNG state, configuration and history to ``.npz``.
 
@@ -934,10 +1008,7 @@ class Trainer:
         path : path-like
             Destination file (written atomically: a temporary file is renamed).
         """
-        config = {"system": self.system.get_config(), "loss": self.loss.get_config(),
-                  "optimizer": self.optimizer.get_config(), "seed": self.seed,
-                  "batch": self.batch, "eval_batch": self.eval_batch,
-                  "eval_every": self.eval_every}
+        config = self.get_config()
         arrays: dict[str, np.ndarray] = {
             "format": np.array("kdentropy-cells-checkpoint-1"),
             "theta": self.theta,
@@ -950,9 +1021,7 @@ class Trainer:
             arrays[f"optim.{k}"] = np.asarray(v)
         for k, v in self.history.as_arrays().items():
             arrays[f"history.{k}"] = v
-        path = os.fspath(path)
-        if not path.endswith(".npz"):
-            raise ValueError(f"checkpoint path must end in .npz; got {path!r}")
+        path = _checkpoint_path(path)
         tmp = path[:-4] + ".tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
@@ -975,32 +1044,46 @@ class Trainer:
         Raises
         ------
         ValueError
-            If the file is not a kdentropy cell-training checkpoint.
+            If the file cannot be read, is not a kdentropy cell-training
+            checkpoint or is damaged.
         """
+        if backend is not None:
+            _backend._check_name(backend)
+        path = os.fspath(path)
         try:
-            data = np.load(os.fspath(path), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read checkpoint {os.fspath(path)!r}: {exc}") from None
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"cannot read checkpoint {path!r}: {exc}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path!r} is not a kdentropy cell-training checkpoint")
         with data:
             if "format" not in data.files or str(data["format"]) != "kdentropy-cells-checkpoint-1":
-                raise ValueError(f"{os.fspath(path)!r} is not a kdentropy cell-training checkpoint")
-            config = json.loads(str(data["config"]))
-            loss_cfg = dict(config["loss"])
-            loss_cfg["band"] = tuple(loss_cfg["band"])
-            if backend is not None:
-                loss_cfg["backend"] = backend
-            trainer = cls(CellSystem(**config["system"]),
-                          optimizer=from_config(config["optimizer"]),
-                          loss=ReproducibilityLoss(**loss_cfg), seed=config["seed"],
-                          batch=config["batch"], eval_batch=config["eval_batch"],
-                          eval_every=config["eval_every"], theta=data["theta"])
-            trainer.optimizer.load_state_dict(
-                {k[len("optim."):]: data[k] for k in data.files if k.startswith("optim.")})
-            trainer.theta_initial = np.array(data["theta_initial"], dtype=np.float64)
-            trainer.rng = _rng_from_json(str(data["rng_state"]))
-            trainer.iteration = int(data["iteration"])
-            trainer.history = History.from_arrays(
-                {c: data[f"history.{c}"] for c in History.COLUMNS})
+                raise ValueError(f"{path!r} is not a kdentropy cell-training checkpoint")
+            try:
+                return cls._from_checkpoint(data, backend)
+            except (KeyError, TypeError, json.JSONDecodeError, zipfile.BadZipFile) as exc:
+                raise ValueError(f"checkpoint {path!r} is damaged: "
+                                 f"{type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _from_checkpoint(cls, data: np.lib.npyio.NpzFile, backend: str | None) -> Trainer:
+        config = json.loads(str(data["config"]))
+        loss_cfg = dict(config["loss"])
+        loss_cfg["band"] = tuple(loss_cfg["band"])
+        if backend is not None:
+            loss_cfg["backend"] = backend
+        trainer = cls(CellSystem(**config["system"]),
+                      optimizer=from_config(config["optimizer"]),
+                      loss=ReproducibilityLoss(**loss_cfg), seed=config["seed"],
+                      batch=config["batch"], eval_batch=config["eval_batch"],
+                      eval_every=config["eval_every"], theta=data["theta"])
+        trainer.optimizer.load_state_dict(
+            {k[len("optim."):]: data[k] for k in data.files if k.startswith("optim.")})
+        trainer.theta_initial = np.array(data["theta_initial"], dtype=np.float64)
+        trainer.rng = _rng_from_json(str(data["rng_state"]))
+        trainer.iteration = int(data["iteration"])
+        trainer.history = History.from_arrays(
+            {c: data[f"history.{c}"] for c in History.COLUMNS})
         return trainer
 
 
@@ -1087,7 +1170,7 @@ def train(system: CellSystem | None = None, *, iterations: int = 200, batch: int
     trainer = Trainer(system, optimizer=optimizer, loss=loss, seed=seed, batch=batch,
                       eval_batch=eval_batch, eval_every=eval_every)
     theta_initial = trainer.theta_initial.copy()
-    before = trainer.evaluate()
+    before = trainer.record_evaluation()  # history row 0; run() then does not repeat it
     t0 = time.perf_counter()
     trainer.run(iterations, progress=progress, checkpoint=checkpoint,
                 checkpoint_every=checkpoint_every)

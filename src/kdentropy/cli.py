@@ -22,10 +22,15 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ._backend import KNOWN_BACKENDS
+
+if TYPE_CHECKING:
+    from .cells import Trainer
 
 __all__ = ["main"]
 
@@ -48,37 +53,30 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{message} (see '{self.prog} --help')", status=2, prog=self.prog)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+def _float_at_least(minimum: float | None = None, *, strict: bool = False
+                    ) -> Callable[[str], float]:
+    """An argparse ``type`` for finite floats ``>= minimum`` (``> minimum`` if strict)."""
+    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (minimum is not None and (
+                value <= minimum if strict else value < minimum)):
+            raise argparse.ArgumentTypeError(f"expected a finite number{bound}, got {text!r}")
+        return value
+    return parse
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+_positive_float = _float_at_least(0.0, strict=True)
+_nonneg_float = _float_at_least(0.0)
+_finite_float = _float_at_least()
 
 
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _int_at_least(minimum: int):
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers ``>= minimum``."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -101,7 +99,7 @@ def _base(text: str) -> float | None:
     return value
 
 
-_BACKENDS = ("auto", "numpy", "cpu", "cuda")
+_BACKENDS = ("auto", *KNOWN_BACKENDS)
 
 
 def _build_parser() -> _Parser:
@@ -141,8 +139,9 @@ def _build_parser() -> _Parser:
                    help="soft-entropy temperature (10)")
     g.add_argument("--sigma", type=_positive_float, default=0.5, help="kernel width (0.5)")
     g.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (0)")
-    g.add_argument("--backend", choices=_BACKENDS, default="auto",
-                   help="entropy backend (auto: cpu when available, else numpy)")
+    g.add_argument("--backend", choices=_BACKENDS, default=None,
+                   help="entropy backend (default: $KDENTROPY_BACKEND or auto, i.e. cpu "
+                   "when available, else numpy; with --resume, the checkpoint's)")
     g = t.add_argument_group("evaluation and output")
     g.add_argument("--eval-batch", type=_int_at_least(2), default=256,
                    help="fresh runs in the evaluation batch (256)")
@@ -153,8 +152,10 @@ def _build_parser() -> _Parser:
     g.add_argument("--checkpoint-every", type=_int_at_least(1), default=None,
                    help="also write checkpoint.npz every this many iterations")
     g.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.npz up to --iterations in total "
-                   "(the checkpoint's settings are used; other training flags are ignored)")
+                   help="continue from OUT/checkpoint.npz up to --iterations in total; the "
+                   "checkpoint's settings are used, including its learning-rate schedule "
+                   "(planned for the original --iterations), and other training flags "
+                   "except --backend are ignored")
     g.add_argument("--no-plot", action="store_true", help="do not write training.png")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress or summary output")
 
@@ -171,7 +172,8 @@ def _build_parser() -> _Parser:
     e.add_argument("--base", type=_base, default=None,
                    help="logarithm base: e (default, nats), 2 or 'bits', or any number > 0")
     e.add_argument("--normalize", action="store_true", help="divide by D (entropy per cell)")
-    e.add_argument("--backend", choices=_BACKENDS, default="auto", help="backend (auto)")
+    e.add_argument("--backend", choices=_BACKENDS, default=None,
+                   help="backend (default: $KDENTROPY_BACKEND or auto)")
     e.add_argument("--json", action="store_true", help="print JSON")
 
     # -- info ----------------------------------------------------------------
@@ -184,17 +186,24 @@ def _build_parser() -> _Parser:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _host_backend(name: str) -> str:
-    """Concrete backend for host arrays; 'auto' falls back to numpy without the cpu backend."""
-    import kdentropy as kde
-    available = kde.available_backends()
-    if name == "auto":
-        return "cpu" if "cpu" in available else "numpy"
-    if name not in available:
-        # Let the library say why (missing numba-cuda, no GPU, ...).
-        from ._backend import backend_module
+def _host_backend(name: str | None) -> str:
+    """Concrete backend for host arrays; 'auto' falls back to numpy without the cpu backend.
+
+    ``None`` (no ``--backend``) means the library default, so
+    ``KDENTROPY_BACKEND`` applies. An unavailable backend raises the
+    library's own error, which says why (missing numba-cuda, no GPU, ...).
+    """
+    from ._backend import BackendUnavailableError, backend_module, get_backend
+    if name is None:
+        name = get_backend()
+    if name != "auto":
         backend_module(name)
-    return name
+        return name
+    try:
+        backend_module("cpu")
+    except BackendUnavailableError:
+        return "numpy"
+    return "cpu"
 
 
 def _jsonable(value: Any) -> Any:
@@ -217,27 +226,24 @@ def _pattern_string(row: np.ndarray) -> str:
 
 # ----------------------------------------------------------------------------- train
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _make_trainer(args: argparse.Namespace, ckpt: str) -> tuple[Trainer, str, int]:
+    """The trainer (new, or resumed from ``ckpt``), its backend and the iterations left."""
     from .cells import CellSystem, ReproducibilityLoss, Trainer
     from .optim import Adam, Constant, Cosine
 
-    backend = _host_backend(args.backend)
-    out = args.out
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"cannot create output directory {out!r}: {exc.strerror or exc}")
-    ckpt = os.path.join(out, "checkpoint.npz")
-
     if args.resume:
-        if not os.path.exists(ckpt):
+        if not os.path.isfile(ckpt):
             raise CLIError(f"--resume: no checkpoint at {ckpt!r}")
-        trainer = Trainer.load(ckpt, backend=backend)
+        # Without --backend, keep the checkpoint's: a different backend
+        # rounds differently and the resumed run would not be bit-identical.
+        trainer = Trainer.load(ckpt, backend=args.backend and _host_backend(args.backend))
+        backend = trainer.loss.backend or "auto"
         remaining = args.iterations - trainer.iteration
         if remaining < 0:
             raise CLIError(f"--resume: the checkpoint is already at iteration "
                            f"{trainer.iteration} > --iterations {args.iterations}")
     else:
+        backend = _host_backend(args.backend)
         system = CellSystem(args.cells, args.steps, hidden=(args.hidden,),
                             topology="ring" if args.ring else "line",
                             position="none" if args.no_position else "auto", noise=args.noise)
@@ -253,6 +259,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
                           batch=args.batch, eval_batch=args.eval_batch,
                           eval_every=args.eval_every)
         remaining = args.iterations
+    return trainer, backend, remaining
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    out = args.out
+    ckpt = os.path.join(out, "checkpoint.npz")
+    trainer, backend, remaining = _make_trainer(args, ckpt)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out {out!r} exists and is not a directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create output directory {out!r}: {exc.strerror or exc}") from None
 
     theta0 = trainer.theta_initial
     before = trainer.evaluate(theta0)
@@ -262,10 +281,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     after = trainer.record_evaluation()
 
-    system = trainer.system
-    config = {"system": system.get_config(), "loss": trainer.loss.get_config(),
-              "optimizer": trainer.optimizer.get_config(), "batch": trainer.batch,
-              "eval_batch": trainer.eval_batch, "eval_every": trainer.eval_every}
+    config = trainer.get_config()
     np.savez(os.path.join(out, "params.npz"), theta=trainer.theta, theta_initial=theta0,
              config=np.array(json.dumps(config)))
     trainer.history.to_csv(os.path.join(out, "history.csv"))
@@ -308,10 +324,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             plot_note = " (matplotlib not installed: no training.png)"
 
     if not args.quiet:
-        d = system.n_cells
+        system = trainer.system
         print(f"trained {trainer.iteration} iterations in {elapsed:.1f} s "
               f"(seed {trainer.seed}, backend {backend})")
-        print(f"evaluation: {trainer.eval_batch} fresh runs of {d} cells, {system.steps} steps")
+        print(f"evaluation: {trainer.eval_batch} fresh runs of {system.n_cells} cells, "
+              f"{system.steps} steps")
         print(f"  hard entropy  {before['hard_entropy']:7.4f} -> {after['hard_entropy']:7.4f} nats"
               f"   (distinct patterns {before['distinct']} -> {after['distinct']})")
         print(f"  soft entropy  {before['soft_entropy']:7.4f} -> {after['soft_entropy']:7.4f} nats")
@@ -323,7 +340,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot_training(trainer, theta0: np.ndarray, path: str, n_show: int = 4) -> None:
+def _plot_training(trainer: Trainer, theta0: np.ndarray, path: str, n_show: int = 4) -> None:
     """Space-time diagrams of a few evaluation runs before/after, and the entropy curves."""
     # The object-oriented API with an explicit Agg canvas: no pyplot, so no
     # global backend switch and no interference with the caller's figures.
@@ -374,33 +391,40 @@ def _plot_training(trainer, theta0: np.ndarray, path: str, n_show: int = 4) -> N
 # ----------------------------------------------------------------------------- entropy
 
 def _load_array(path: str) -> np.ndarray:
+    """The array in a ``.npy`` file, or a CLIError saying what is wrong with the file."""
     if not os.path.exists(path):
         raise CLIError(f"no such file: {path!r}")
     if os.path.isdir(path):
         raise CLIError(f"{path!r} is a directory, not a .npy file")
     try:
-        data = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise CLIError(f"cannot read {path!r} as a .npy array: {exc}") from None
+        with open(path, "rb") as fh:
+            magic = fh.read(len(np.lib.format.MAGIC_PREFIX))
+            if magic.startswith(b"PK\x03\x04"):
+                raise CLIError(f"{path!r} is an .npz archive, not a .npy file; "
+                               "save one array with numpy.save")
+            if magic != np.lib.format.MAGIC_PREFIX:
+                # np.load would try to unpickle it and blame "pickled data".
+                raise CLIError(f"cannot read {path!r}: not a .npy file "
+                               "(no NumPy format header)")
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise CLIError(f"cannot read {path!r} as a .npy array: {_first_line(exc)}") from None
     except OSError as exc:
         raise CLIError(f"cannot read {path!r}: {exc.strerror or exc}") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        names = data.files
-        data.close()
-        raise CLIError(f"{path!r} is an .npz archive ({', '.join(names) or 'empty'}); "
-                       "save one array with numpy.save")
-    return data
 
 
 def _cmd_entropy(args: argparse.Namespace) -> int:
     import kdentropy as kde
 
-    X = _load_array(args.file)
+    A = _load_array(args.file)
     backend = _host_backend(args.backend)
-    soft = kde.soft_entropy(X, args.temperature, args.sigma, threshold=args.threshold,
-                            base=args.base, normalize=args.normalize, backend=backend)
-    hard = kde.hard_entropy(X, args.threshold, base=args.base, normalize=args.normalize)
-    A = np.asarray(X)
+    try:
+        soft = kde.soft_entropy(A, args.temperature, args.sigma, threshold=args.threshold,
+                                base=args.base, normalize=args.normalize, backend=backend)
+        hard = kde.hard_entropy(A, args.threshold, base=args.base, normalize=args.normalize)
+    except (ValueError, TypeError) as exc:  # the data is unusable: say which file
+        raise CLIError(f"{args.file!r}: {_first_line(exc)}") from None
     distinct = None
     if A.ndim == 2:
         distinct = int(kde.pattern_counts(A, args.threshold)[1].size)
@@ -456,10 +480,9 @@ def _gpu_info() -> dict:
     try:
         info["cuda_available"] = bool(cuda.is_available())
         if info["cuda_available"]:
-            info["devices"] = [str(getattr(g, "name", g)) for g in cuda.gpus]
-            if not info["simulator"]:
-                info["devices"] = [d.decode() if isinstance(d, bytes) else d
-                                   for d in info["devices"]]
+            # Device names are bytes in some numba versions, str in others.
+            names = [getattr(g, "name", g) for g in cuda.gpus]
+            info["devices"] = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
         else:
             info["reason"] = "no CUDA driver or GPU found"
     except Exception as exc:

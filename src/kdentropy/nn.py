@@ -95,6 +95,10 @@ def _check_activation(name: Any, argname: str) -> str:
 
 
 def _check_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int, or a TypeError/ValueError naming ``name``.
+
+    Shared by :mod:`kdentropy.optim` and :mod:`kdentropy.cells`.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
     if value < minimum:
@@ -102,24 +106,47 @@ def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _check_theta(theta: ArrayLike, n_params: int) -> np.ndarray:
+def _check_theta(theta: ArrayLike, size: int, *, at_least: bool = False) -> np.ndarray:
+    """``theta`` as a float64 vector of ``size`` (or, with ``at_least``, >= size) entries.
+
+    Real floating inputs are converted (a copy); anything else is a TypeError,
+    so a complex or integer vector is never silently truncated.
+    """
     theta = np.asarray(theta)
-    if theta.shape != (n_params,):
-        raise ValueError(f"theta must have shape ({n_params},); got {theta.shape}")
     if theta.dtype != np.float64:
         if not np.issubdtype(theta.dtype, np.floating):
             raise TypeError(f"theta must be a float64 vector; got dtype {theta.dtype}")
         theta = theta.astype(np.float64)
+    if theta.ndim != 1 or (theta.shape[0] < size if at_least else theta.shape[0] != size):
+        want = f"at least {size} entries" if at_least else f"shape ({size},)"
+        raise ValueError(f"theta must be a vector of {want}; got shape {theta.shape}")
     return theta
 
 
+def _require_float64_vector(theta: Any) -> None:
+    """Views must write through: refuse anything that would need a converted copy."""
+    if not (isinstance(theta, np.ndarray) and theta.dtype == np.float64 and theta.ndim == 1):
+        raise TypeError("theta must be a 1-D float64 numpy array (views write into it)")
+
+
+def _check_rng(rng: Any) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
+
+
+def _real_array(a: ArrayLike, name: str) -> np.ndarray:
+    """``a`` as float64; complex or non-numeric input is a TypeError, never truncated."""
+    a = np.asarray(a)
+    if np.iscomplexobj(a) or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError(f"{name} must be a real array; got dtype {a.dtype}")
+    return a.astype(np.float64, copy=False)
+
+
 def _check_input(x: ArrayLike, in_features: int) -> np.ndarray:
-    x = np.asarray(x)
-    if np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise TypeError(f"x must be a real array; got dtype {x.dtype}")
+    x = _real_array(x, "x")
     if x.ndim < 1 or x.shape[-1] != in_features:
         raise ValueError(f"x must have shape (..., {in_features}); got {x.shape}")
-    return x.astype(np.float64, copy=False)
+    return x
 
 
 class Dense:
@@ -170,9 +197,18 @@ class Dense:
                 f"activation={self.activation!r}, init={self.init_scheme!r})")
 
     def views(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(W, b)`` as views into ``theta`` (the model's full flat vector).
+        """This layer's weights and bias as views into the model's flat vector.
 
-        Writing to the views writes to ``theta``.
+        Parameters
+        ----------
+        theta : ndarray of float64, shape (offset + n_params,) or longer
+            The model's whole parameter vector; writing to the views writes
+            to it.
+
+        Returns
+        -------
+        W : ndarray, shape (in_features, out_features)
+        b : ndarray, shape (out_features,)
         """
         start = self.offset
         W = theta[start:start + self.n_weights].reshape(self.in_features, self.out_features)
@@ -180,7 +216,15 @@ class Dense:
         return W, b
 
     def init_into(self, theta: np.ndarray, rng: np.random.Generator) -> None:
-        """Initialise this layer's slice of ``theta`` in place."""
+        """Initialise this layer's slice of ``theta`` in place.
+
+        Parameters
+        ----------
+        theta : ndarray of float64
+            The model's whole parameter vector; only this layer's slice changes.
+        rng : numpy.random.Generator
+            Source of the random weights.
+        """
         W, b = self.views(theta)
         fan_in, fan_out = self.in_features, self.out_features
         if self.init_scheme == "he":
@@ -191,7 +235,9 @@ class Dense:
         b[...] = 0.0
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
-        """A new parameter vector for this layer alone (``offset`` must be 0).
+        """A new parameter vector of length ``offset + n_params``.
+
+        Entries before ``offset`` (other layers' slices) are zero.
 
         Parameters
         ----------
@@ -200,10 +246,9 @@ class Dense:
 
         Returns
         -------
-        theta : ndarray of float64, shape (n_params,)
+        theta : ndarray of float64, shape (offset + n_params,)
         """
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
+        _check_rng(rng)
         theta = np.zeros(self.offset + self.n_params)
         self.init_into(theta, rng)
         return theta
@@ -223,10 +268,7 @@ class Dense:
         cache : tuple
             Opaque; pass it to :meth:`backward`.
         """
-        theta = np.asarray(theta, dtype=np.float64)
-        if theta.ndim != 1 or theta.shape[0] < self.offset + self.n_params:
-            raise ValueError(f"theta must be a vector of at least {self.offset + self.n_params} "
-                             f"elements; got shape {theta.shape}")
+        theta = _check_theta(theta, self.offset + self.n_params, at_least=True)
         x = _check_input(x, self.in_features)
         return self._forward(theta, x)
 
@@ -257,7 +299,7 @@ class Dense:
         dtheta : ndarray of float64, shape like ``theta``
             Zero outside this layer's slice.
         """
-        theta = np.asarray(theta, dtype=np.float64)
+        theta = _check_theta(theta, self.offset + self.n_params, at_least=True)
         dy = np.asarray(dy, dtype=np.float64)
         if dy.shape != cache[1].shape:
             raise ValueError(f"dy must have the shape of y, {cache[1].shape}; got {dy.shape}")
@@ -323,7 +365,8 @@ class MLP:
         try:
             sizes = list(sizes)
         except TypeError:
-            raise TypeError(f"sizes must be a sequence of integers; got {type(sizes).__name__}")
+            raise TypeError(f"sizes must be a sequence of integers; "
+                            f"got {type(sizes).__name__}") from None
         if len(sizes) < 2:
             raise ValueError(f"sizes needs at least [in_features, out_features]; got {sizes}")
         self.sizes = [_check_int(s, "sizes[%d]" % i) for i, s in enumerate(sizes)]
@@ -346,7 +389,20 @@ class MLP:
                 f"output_activation={self.output_activation!r})")
 
     def views(self, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per-layer ``(W, b)`` views into ``theta``; writing to them writes to ``theta``."""
+        """Per-layer weights and biases as views into ``theta``.
+
+        Parameters
+        ----------
+        theta : ndarray of float64, shape (n_params,)
+            Writing to the views writes to it, so it must already be a
+            float64 array (no converted copy is made).
+
+        Returns
+        -------
+        list of (W, b)
+            One pair per layer, as :meth:`Dense.views`.
+        """
+        _require_float64_vector(theta)
         theta = _check_theta(theta, self.n_params)
         return [layer.views(theta) for layer in self.layers]
 
@@ -362,8 +418,7 @@ class MLP:
         -------
         theta : ndarray of float64, shape (n_params,)
         """
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
+        _check_rng(rng)
         theta = np.zeros(self.n_params)
         for layer in self.layers:
             layer.init_into(theta, rng)

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from ._api import _positive, _real_scalar
+from .nn import _check_int, _real_array
 
 __all__ = [
     "Schedule", "Constant", "Cosine", "Exponential",
@@ -42,42 +44,18 @@ __all__ = [
 ]
 
 
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value}")
-    return value
-
-
-def _positive(value: Any, name: str) -> float:
-    value = _real(value, name)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0; got {value}")
-    return value
-
-
 def _nonnegative(value: Any, name: str) -> float:
-    value = _real(value, name)
+    value = _real_scalar(value, name)
     if value < 0:
         raise ValueError(f"{name} must be >= 0; got {value}")
     return value
 
 
 def _unit_interval(value: Any, name: str) -> float:
-    value = _real(value, name)
+    value = _real_scalar(value, name)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1); got {value}")
     return value
-
-
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -138,15 +116,14 @@ class Cosine(Schedule):
 
     def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0, warmup: int = 0) -> None:
         self.lr = _positive(lr, "lr")
-        self.total_steps = _count(total_steps, "total_steps")
+        self.total_steps = _check_int(total_steps, "total_steps")
         self.min_lr = _nonnegative(min_lr, "min_lr")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr must be <= lr; got {self.min_lr} > {self.lr}")
-        if isinstance(warmup, (bool, np.bool_)) or not isinstance(warmup, (int, np.integer)):
-            raise TypeError(f"warmup must be an integer; got {type(warmup).__name__}")
-        if not 0 <= warmup < self.total_steps:
-            raise ValueError(f"warmup must be in [0, total_steps); got {warmup}")
-        self.warmup = int(warmup)
+        self.warmup = _check_int(warmup, "warmup", 0)
+        if self.warmup >= self.total_steps:
+            raise ValueError(f"warmup must be < total_steps = {self.total_steps}; "
+                             f"got {self.warmup}")
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
@@ -177,7 +154,7 @@ class Exponential(Schedule):
         self.gamma = _positive(gamma, "gamma")
         if self.gamma > 1.0:
             raise ValueError(f"gamma must be in (0, 1]; got {self.gamma}")
-        self.decay_steps = _count(decay_steps, "decay_steps")
+        self.decay_steps = _check_int(decay_steps, "decay_steps")
 
     def __call__(self, step: int) -> float:
         return self.lr * self.gamma ** (step / self.decay_steps)
@@ -280,7 +257,7 @@ class Optimizer:
         Raises
         ------
         TypeError
-            If ``theta`` is not a writable float64 vector.
+            If ``theta`` is not a writable float64 vector or ``grad`` is not real.
         ValueError
             If shapes disagree with each other or with the optimizer's state,
             or ``grad`` is not finite.
@@ -289,7 +266,7 @@ class Optimizer:
             raise TypeError("theta must be a 1-D float64 numpy array (it is updated in place)")
         if not theta.flags.writeable:
             raise TypeError("theta must be writable (it is updated in place)")
-        grad = np.asarray(grad, dtype=np.float64)
+        grad = _real_array(grad, "grad")
         if grad.shape != theta.shape:
             raise ValueError(f"grad must have the shape of theta, {theta.shape}; got {grad.shape}")
         if not np.isfinite(grad).all():
@@ -335,10 +312,19 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (the arrays are copied).
 
+        Parameters
+        ----------
+        state : mapping
+            As returned by :meth:`state_dict`, or the same keys read back
+            from an ``.npz`` file.
+
         Raises
         ------
+        TypeError
+            If ``state`` is not a mapping.
         ValueError
-            If the state belongs to another optimizer type or is incomplete.
+            If the state belongs to another optimizer type, is incomplete or
+            inconsistent.
         """
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a mapping; got {type(state).__name__}")
@@ -348,7 +334,11 @@ class Optimizer:
         kind = str(np.asarray(state["type"]))
         if kind != type(self).__name__:
             raise ValueError(f"state is for a {kind} optimizer, not {type(self).__name__}")
-        step_count = int(np.asarray(state["step_count"]))
+        step_count = np.asarray(state["step_count"])
+        if step_count.shape != () or not np.issubdtype(step_count.dtype, np.integer) \
+                or step_count < 0:
+            raise ValueError(f"state 'step_count' must be an integer >= 0; got {step_count!r}")
+        step_count = int(step_count)
         buffers = {}
         for name in self._buffers:
             if name in state:
@@ -531,6 +521,14 @@ def from_config(config: dict | str) -> Optimizer:
     -------
     Optimizer
 
+    Raises
+    ------
+    ValueError
+        If the optimizer or schedule name is unknown or ``"lr"`` is missing.
+    TypeError
+        If ``config`` is not a dict, or holds arguments the optimizer does
+        not take.
+
     Examples
     --------
     >>> opt = from_config(Adam(lr=Cosine(0.01, 100), clip_norm=1.0).get_config())
@@ -545,7 +543,10 @@ def from_config(config: dict | str) -> Optimizer:
     name = cfg.pop("name", None)
     if name not in _OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(_OPTIMIZERS)}")
-    lr_cfg = dict(cfg.pop("lr"))
+    lr_cfg = cfg.pop("lr", None)
+    if not isinstance(lr_cfg, dict):
+        raise ValueError(f"config['lr'] must be a schedule config dict; got {lr_cfg!r}")
+    lr_cfg = dict(lr_cfg)
     sched_name = lr_cfg.pop("name", None)
     if sched_name not in _SCHEDULES:
         raise ValueError(f"unknown schedule {sched_name!r}; expected one of {sorted(_SCHEDULES)}")
