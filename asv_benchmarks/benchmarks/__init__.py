@@ -1,0 +1,1 @@
+"""asv benchmarks of kdentropy (see ``asv_benchmarks/README.md``)."""

@@ -1,0 +1,261 @@
+"""Shared inputs, backend checks and timing helpers for the kdentropy benchmarks.
+
+Everything here is deterministic: inputs come from fixed seeds, so every asv
+process (and every commit) times the same arrays.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+import kdentropy
+
+#: Soft-entropy parameters used by every benchmark (the library defaults).
+TEMPERATURE = 10.0
+SIGMA = 0.5
+THRESHOLD = 0.5
+
+#: (N, D) grid of the soft-entropy benchmarks, smallest first.
+SHAPES = [(1024, 64), (4096, 256), (2048, 1024), (16384, 64)]
+DTYPES = ["float32", "float64"]
+BACKENDS = ["numpy", "cpu", "cuda"]
+
+#: The dense ``numpy`` backend is skipped above this estimated footprint.
+NUMPY_BACKEND_MAX_BYTES = 4 * 2**30
+#: Live N x N float64 temporaries of the ``numpy`` backend's value+gradient
+#: (squared distances, the Gram product and its scaled copy, or the kernel,
+#: the broadcast weight sum and the weights).
+NUMPY_BACKEND_NN_TEMPORARIES = 4
+
+#: Rows of a size-capped warm-up call: more than one row tile of the ``cpu``
+#: backend, so every kernel it dispatches to is compiled before timing.
+WARMUP_ROWS = 1024
+
+SEED = 20240611
+
+
+def clustered(N: int, D: int, dtype: str | np.dtype = "float64", *, n_proto: int = 8,
+              noise: float = 0.15, seed: int = SEED) -> np.ndarray:
+    """A batch of noisy copies of a few random 0/1 prototypes.
+
+    This is what trained cell systems produce: a handful of distinct patterns,
+    each blurred by noise, so the kernel sees real neighbours (0 < H < log N)
+    and the gradient does not vanish.
+
+    Parameters
+    ----------
+    N, D : int
+        Rows (runs) and columns (cells).
+    dtype : str or numpy.dtype, optional
+        Dtype of the result. Default float64.
+    n_proto : int, optional
+        Number of prototypes. Default 8.
+    noise : float, optional
+        Standard deviation of the Gaussian noise. Default 0.15.
+    seed : int, optional
+        Seed of the generator; the same arguments always give the same array.
+
+    Returns
+    -------
+    ndarray, shape (N, D)
+    """
+    rng = np.random.default_rng([seed, N, D])
+    protos = rng.integers(0, 2, size=(n_proto, D)).astype(np.float64)
+    X = protos[rng.integers(0, n_proto, size=N)]
+    X += noise * rng.standard_normal((N, D))
+    return X.astype(dtype, copy=False)
+
+
+def numpy_backend_bytes(N: int, D: int) -> int:
+    """Estimated peak bytes of the dense ``numpy`` backend's value+gradient."""
+    return NUMPY_BACKEND_NN_TEMPORARIES * N * N * 8 + 6 * N * D * 8
+
+
+def _cuda_is_real() -> bool:
+    # The CUDA simulator (NUMBA_ENABLE_CUDASIM=1) runs kernels in Python:
+    # correct but orders of magnitude slow, so it is never benchmarked.
+    from kdentropy.backends import cuda
+
+    return not getattr(cuda, "SIMULATOR", False)
+
+
+def require_backend(backend: str, N: int | None = None, D: int | None = None) -> None:
+    """Skip the benchmark (asv: ``NotImplementedError`` in ``setup``) if it cannot run.
+
+    Parameters
+    ----------
+    backend : str
+        Backend name.
+    N, D : int, optional
+        Problem size, to skip the dense ``numpy`` backend where its N x N
+        temporaries would exceed :data:`NUMPY_BACKEND_MAX_BYTES`.
+
+    Raises
+    ------
+    NotImplementedError
+        If the backend is unavailable here (e.g. ``cuda`` without a GPU, or
+        only the CUDA simulator) or the problem is too large for it.
+    """
+    if backend not in kdentropy.available_backends():
+        raise NotImplementedError(f"backend {backend!r} is not available")
+    if backend == "cuda" and not _cuda_is_real():
+        raise NotImplementedError("the CUDA simulator is not benchmarked")
+    if backend == "numpy" and N is not None and D is not None:
+        if numpy_backend_bytes(N, D) > NUMPY_BACKEND_MAX_BYTES:
+            raise NotImplementedError(f"numpy backend would need more than "
+                                      f"{NUMPY_BACKEND_MAX_BYTES / 2**30:.0f} GiB at N={N}")
+
+
+class SoftEntropyCall:
+    """Bound ``soft_entropy`` / ``soft_entropy_and_grad`` calls on one batch and backend.
+
+    On the ``cuda`` backend the batch lives on the device (so transfers are not
+    timed) and each call ends with a device synchronisation.
+
+    Parameters
+    ----------
+    backend : str
+        Backend name (must be runnable; see :func:`require_backend`).
+    X : ndarray, shape (N, D)
+        The batch (host array).
+    """
+
+    def __init__(self, backend: str, X: np.ndarray) -> None:
+        self.backend = backend
+        self._sync: Callable[[], None] = lambda: None
+        if backend == "cuda":
+            from numba import cuda
+
+            X = cuda.to_device(X)
+            self._sync = cuda.synchronize
+        self.X = X
+
+    def value(self):
+        """Entropy only (pass 1)."""
+        H = kdentropy.soft_entropy(self.X, TEMPERATURE, SIGMA, threshold=THRESHOLD,
+                                   backend=self.backend)
+        self._sync()
+        return H
+
+    def value_and_grad(self):
+        """Entropy and gradient (passes 1 and 2)."""
+        out = kdentropy.soft_entropy_and_grad(self.X, TEMPERATURE, SIGMA, threshold=THRESHOLD,
+                                              backend=self.backend)
+        self._sync()
+        return out
+
+    def warm_up(self) -> None:
+        """Compile (Numba/CUDA) and import everything the timed calls use.
+
+        Runs value and value+gradient on the first :data:`WARMUP_ROWS` rows,
+        so that the warm-up is cheap and does not raise the process's peak
+        memory above what the full-size call needs.
+        """
+        small = SoftEntropyCall(self.backend, np.ascontiguousarray(_host(self.X)[:WARMUP_ROWS]))
+        small.value()
+        small.value_and_grad()
+
+
+def _host(X) -> np.ndarray:
+    return X if isinstance(X, np.ndarray) else X.copy_to_host()
+
+
+def soft_discretize(X: np.ndarray) -> np.ndarray:
+    """``S = sigmoid(T (X - theta))`` in the dtype of ``X`` (the floor's operand)."""
+    z = X.astype(np.float64) - THRESHOLD
+    z *= TEMPERATURE
+    return (1.0 / (1.0 + np.exp(-z))).astype(X.dtype)
+
+
+def soft_entropy_flops(N: int, D: int, grad: bool = True) -> float:
+    """Dense flop count: ``2 N^2 D`` for the Gram product, as much again for ``W @ S``.
+
+    Kernel evaluations (N^2 exps) and O(N D) work are not counted, and neither
+    is any saving from the symmetry of K; so this is the work of the dense
+    floor, and GFLOP/s figures compare directly with the BLAS rate.
+    """
+    return (4.0 if grad else 2.0) * N * N * D
+
+
+class DenseFloor:
+    """The dense matrix products that value+gradient cannot beat.
+
+    ``G = S @ S.T`` (N x N x D) followed by ``G @ S`` (N x N x D), 4 N^2 D
+    flops in the dtype of ``S``, through NumPy's BLAS. ``S.T`` is a separate
+    contiguous copy, so NumPy always calls GEMM (it would switch to SYRK, half
+    the work, when both operands are one buffer), and outputs are
+    preallocated, so neither allocation nor page faults are timed. Rows are
+    processed in blocks of at most :attr:`max_block_bytes` of ``G``, which
+    keeps the floor's memory bounded at large N without changing its flops.
+
+    Parameters
+    ----------
+    S : ndarray, shape (N, D)
+        Soft patterns (float32 or float64).
+    max_block_bytes : int, optional
+        Largest block of ``G``. Default 512 MiB.
+    """
+
+    def __init__(self, S: np.ndarray, max_block_bytes: int = 512 * 2**20) -> None:
+        N, D = S.shape
+        self.S = np.ascontiguousarray(S)
+        self.St = np.ascontiguousarray(S.T)
+        rows = max(1, min(N, max_block_bytes // (N * S.itemsize)))
+        self.blocks = [(i, min(i + rows, N)) for i in range(0, N, rows)]
+        # Zero-filled, so their pages are mapped before anything is timed.
+        self.G = np.zeros((rows, N), dtype=S.dtype)
+        self.G.fill(0)
+        self.out = np.zeros((N, D), dtype=S.dtype)
+        self.out.fill(0)
+
+    def __call__(self) -> None:
+        for i0, i1 in self.blocks:
+            G = self.G[: i1 - i0]
+            np.matmul(self.S[i0:i1], self.St, out=G)
+            np.matmul(G, self.S, out=self.out[i0:i1])
+
+
+def median_seconds(*fns: Callable[[], object], repeat: int | None = None,
+                   budget: float = 10.0, min_repeat: int = 3, max_repeat: int = 7) -> list[float]:
+    """Median wall time of each function, measured interleaved.
+
+    The functions take turns for ``repeat`` rounds, so slow drifts in machine
+    load affect all of them alike and a ratio of two medians is robust. There
+    is no untimed warm-up round: benchmarks compile in ``setup``, and every
+    call allocates its own outputs anyway.
+
+    Parameters
+    ----------
+    *fns : callable
+        Functions without arguments.
+    repeat : int, optional
+        Timed calls of each function. By default as many rounds as fit in
+        ``budget`` seconds, judged from the first round, clamped to
+        ``[min_repeat, max_repeat]``.
+    budget : float, optional
+        Target seconds for all rounds when ``repeat`` is None.
+    min_repeat, max_repeat : int, optional
+        Bounds of the automatic ``repeat``.
+
+    Returns
+    -------
+    list of float
+        One median per function, in seconds.
+    """
+    samples: list[list[float]] = [[] for _ in fns]
+    rounds = 1 if repeat is None else repeat
+    done = 0
+    while done < rounds:
+        for fn, times in zip(fns, samples):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        done += 1
+        if repeat is None and done == 1:
+            one_round = max(sum(times[0] for times in samples), 1e-9)
+            rounds = int(min(max(budget // one_round, min_repeat), max_repeat))
+    return [statistics.median(times) for times in samples]
