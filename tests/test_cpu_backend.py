@@ -255,6 +255,33 @@ def test_exp_matches_library_exp():
     assert out[0] == 1.0 and out[-2] == 0.0 and out[-1] == 0.0
 
 
+def test_float32_exp_and_kernel():
+    # float32 panels evaluate K = exp(-scale max(a + b - 2 g, 0)) in float32:
+    # within 2 float32 ulp of the true exp, exactly 1 at (or, through
+    # cancellation, below) distance 0, and flushed to exactly 0 below
+    # exp(-64), so no float32 subnormal is ever produced.
+    @numba.njit
+    def apply(x, d2, out, k):
+        for i in range(x.size):
+            out[i] = cpu._exp_nonpos_f32(x[i])
+        for i in range(d2.size):
+            k[i] = cpu._kernel(np.float32(0.0), d2[i], np.float32(0.0), 1.0, k)
+
+    x = -np.linspace(0.0, 87.0, 200_001).astype(np.float32)
+    d2 = np.concatenate([np.linspace(0.0, 100.0, 100_001), [-1e-3, -5.0]]).astype(np.float32)
+    out = np.empty_like(x)
+    k = np.empty_like(d2)
+    apply(x, d2, out, k)
+    assert out.dtype == np.float32 and k.dtype == np.float32
+    np.testing.assert_allclose(out, np.exp(x.astype(np.float64)), rtol=2 * 2.0**-23, atol=0)
+    exact = np.exp(-np.maximum(d2.astype(np.float64), 0.0))
+    kept = d2 <= 64.0
+    np.testing.assert_allclose(k[kept], exact[kept], rtol=2 * 2.0**-23, atol=0)
+    assert np.all(k[~kept] == 0.0)
+    assert k[0] == 1.0 and k[-2] == 1.0 and k[-1] == 1.0
+    assert np.all((k == 0.0) | (k >= np.finfo(np.float32).tiny))
+
+
 def _blocks(rng, dtype):
     S = ref.soft_discretize(clustered(rng, 70, 9, noise=0.2), T, THETA).astype(dtype)
     inv_C = 1.0 / (1.0 + rng.random(70) * 5)

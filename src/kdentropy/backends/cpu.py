@@ -8,8 +8,9 @@ columns ``[i0, N)`` in *panels* of at most ``W`` columns (``B x W`` and
 ``W x D`` are bounded by :data:`_PANEL_ENTRIES`). For every panel:
 
 1. BLAS fills ``G = Sc_I @ Sc_cols.T`` (``Sc``: ``S`` minus its column mean,
-   see *Numerics*); the row tile's own diagonal block comes from a
-   symmetric rank-k product (syrk, half the work);
+   see *Numerics*); in float64 the row tile's own diagonal block comes from
+   a symmetric rank-k product (syrk, half the work), while float32 panels
+   are one GEMM (see :func:`_sym_gram`);
 2. one fused Numba epilogue, :func:`_panel`, turns ``G`` into
    ``d2 = |Sc_i|^2 + |Sc_j|^2 - 2 G`` (clamped at 0), ``K = exp(-d2 / 2 sigma^2)``
    for the entries with ``j > i``, and reduces them at once.
@@ -43,7 +44,12 @@ scheduling, so results are bit-identical from run to run and across Numba
 thread counts. The only fast-math flag is FMA contraction, which is fixed at
 compile time. Because Numba regions and BLAS calls alternate, idle threads
 must not spin: importing this module defaults ``OMP_WAIT_POLICY`` to
-``PASSIVE`` for Numba's OpenMP layer (see the comment there).
+``PASSIVE`` for Numba's OpenMP layer (see the comment there). OpenBLAS's
+own workers also busy-wait after each call (for about ``2**28`` cycles by
+default), taking a core from the epilogue that follows; that can only be
+changed before NumPy loads OpenBLAS, e.g. ``OPENBLAS_THREAD_TIMEOUT=4`` in
+the environment, which made float32 ``(16384, 64)`` value+gradient 20% faster
+on 2 cores.
 
 Numerics
 --------
@@ -52,17 +58,23 @@ Numerics
   cancellation in ``|a|^2 + |b|^2 - 2 a.b`` (the only inexact step of the
   float32 path) shrinks.
 * float32 input keeps ``S``, the Gram products and ``W @ S`` in float32 (fast
-  BLAS), while squared norms, kernel values, soft counts and the gradient
-  accumulators are float64. ``rowsum`` adds up exactly the float32-rounded
-  weights that enter ``W @ Sc``, so rounding ``w`` leaves no uncancelled self
-  term in ``rowsum_i Sc_i - acc_i``, a difference taken in float64.
+  BLAS), and so is the epilogue's arithmetic: squared norms (summed in
+  float64, then rounded), ``d2``, ``K`` and ``w`` are float32, so its loops
+  run 8 SIMD lanes wide instead of 4 (2.5x faster than with ``d2`` and ``K``
+  in float64). The sums of ``K`` and ``w`` (soft counts, ``rowsum``) and the
+  gradient accumulators are float64. ``rowsum`` adds up exactly the float32
+  weights that enter ``W @ Sc``, so rounding ``w`` leaves no uncancelled
+  self term in ``rowsum_i Sc_i - acc_i``, a difference taken in float64.
+  float32 kernel values below ``exp(-64)`` are set to 0 (no float32
+  subnormals; see :func:`_kernel`).
 * The ``j = i`` terms are never formed (they are exactly zero in the
   gradient and exactly 1 in ``C``): ``H = log N - mean(log1p(C0))``.
-* Cached kernel values are stored in the input's dtype: float32 calls round
-  ``K`` to float32 (relative 6e-8) before forming ``w``.
+* Cached kernel values are stored in the input's dtype, which is the
+  precision they were computed in: cached and recomputed ``K`` are equal.
 * ``exp`` is a branch-free polynomial (:func:`_exp_nonpos`, within an ulp or
-  so of the C library's, correct down to the subnormals), so the epilogue
-  loops vectorise.
+  so of the C library's, correct down to the subnormals; float32 panels use
+  :func:`_exp_nonpos_f32`, within 2 float32 ulp), so the epilogue loops
+  vectorise.
 """
 
 from __future__ import annotations
@@ -73,7 +85,7 @@ import os
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 # Numba's OpenMP threading layer spins its idle workers for milliseconds after
 # each parallel region. Here every epilogue is followed by a multi-threaded
@@ -187,6 +199,95 @@ def _exp_nonpos(x):
     a = n >> 1
     b = n - a
     return p * _bits_to_f64((a + 1023) << 52) * _bits_to_f64((b + 1023) << 52)
+
+
+@intrinsic
+def _bits_to_f32(typingctx, x):
+    """Reinterpret the bits of an int32 as a float32."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _f32_to_bits(typingctx, x):
+    """Reinterpret the bits of a float32 as an int32."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+_F32 = np.float32
+# float32 Cody-Waite split: _LN2_HI_F32 has 9 significant bits, so n times it
+# is exact for the |n| <= 126 that occur here.
+_LOG2E_F32 = _F32(1.4426950408889634)
+_LN2_HI_F32 = _F32(0.693359375)
+_LN2_LO_F32 = _F32(-2.12194440e-4)
+_SHIFTER_F32 = _F32(12582912.0)  # 1.5 * 2**23
+_SHIFTER_BITS_F32 = np.int32(0x4B400000)
+
+
+# Below this argument float32 kernel values are set to 0 (see _kernel).
+_KERNEL_FLUSH_F32 = -64.0
+
+
+@njit(inline="always", cache=True)
+def _exp_nonpos_f32(x):
+    """``exp(x)`` for float32 ``-87 <= x <= 0`` in float32 arithmetic (twice the SIMD width).
+
+    Same scheme as :func:`_exp_nonpos`: ``exp(r)`` with ``|r| <= ln2 / 2`` is
+    its degree-7 Taylor polynomial (truncation 7e-9 relative, below the
+    float32 rounding; about 1.7 float32 ulp in all) times ``2**n``. Smaller
+    ``x`` is clamped to -87, so the result is always a normal number.
+    """
+    x = max(x, _F32(-87.0))
+    kd = x * _LOG2E_F32 + _SHIFTER_F32
+    nf = kd - _SHIFTER_F32
+    n = _f32_to_bits(kd) - _SHIFTER_BITS_F32
+    r = (x - nf * _LN2_HI_F32) - nf * _LN2_LO_F32
+    p = _F32(1.0 / 5040.0)
+    p = p * r + _F32(1.0 / 720.0)
+    p = p * r + _F32(1.0 / 120.0)
+    p = p * r + _F32(1.0 / 24.0)
+    p = p * r + _F32(1.0 / 6.0)
+    p = p * r + _F32(0.5)
+    p = p * r + _F32(1.0)
+    p = p * r + _F32(1.0)
+    return p * _bits_to_f32((n + np.int32(127)) << np.int32(23))
+
+
+def _kernel(a, b, g, scale, like):
+    """``exp(-scale max(a + b - 2 g, 0))`` in the precision of the array ``like``."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+@overload(_kernel, inline="always")
+def _kernel_impl(a, b, g, scale, like):
+    # Resolved at compile time. float32 panels form d2 and K in float32 (the
+    # squared norms come in float32 too): the loop then vectorises at 8 lanes
+    # and was 2.5x faster than with d2 in float64. Kernel values below
+    # exp(-64) ~ 1.6e-28 are flushed to 0: they change no soft count (>= 1)
+    # or weight visibly, and keeping them would produce float32 subnormals (in
+    # K, or in w = K (1/C_i + 1/C_j) for N < 1e10), whose microcode assists
+    # made float32 panels slower than float64 ones.
+    if isinstance(like, types.Array) and like.dtype == types.float32:
+        def impl32(a, b, g, scale, like):
+            x = np.float32(-scale) * max(a + b - np.float32(2.0) * g, np.float32(0.0))
+            e = _exp_nonpos_f32(x)
+            return e if x >= np.float32(_KERNEL_FLUSH_F32) else np.float32(0.0)
+        return impl32
+
+    def impl64(a, b, g, scale, like):
+        return _exp_nonpos(-scale * max(a + b - 2.0 * np.float64(g), 0.0))
+    return impl64
 
 
 @njit(inline="always", cache=True)
@@ -355,8 +456,7 @@ def _panel(G, ni, nj, inv_ci, inv_cj, scale, offset, mode, stage,
                 n = nj[lo:]
                 a = ni[r]
                 for c in range(k.size):
-                    d2 = max(a + n[c] - 2.0 * np.float64(g[c]), 0.0)
-                    k[c] = _exp_nonpos(-scale * d2)
+                    k[c] = _kernel(a, n[c], g[c], scale, k)
             if mode == _SKIP and 0 <= r + offset < bw:
                 k[r + offset] = 0.0
             if weights:
@@ -410,7 +510,7 @@ class _Workspace:
         nchunk = (self.rows + _ROW_CHUNK - 1) // _ROW_CHUNK
         self.panel = np.empty(self.rows * self.width, dtype=dtype)
         self.cpart = np.empty((nchunk, self.width))
-        self.kbuf = np.empty((nchunk, self.width))
+        self.kbuf = np.empty((nchunk, self.width), dtype=dtype)
         if with_grad:
             self.P = np.empty((self.rows, D), dtype=dtype)
             self.Q = np.empty((self.width, D), dtype=dtype)
@@ -447,9 +547,16 @@ def _sym_plan(N: int, ws: _Workspace, keep: bool):
 
 
 def _sym_gram(Sc: np.ndarray, i0: int, i1: int, c0: int, c1: int, G: np.ndarray) -> None:
-    """``G = Sc[i0:i1] @ Sc[c0:c1].T`` by BLAS; a leading diagonal block by syrk."""
+    """``G = Sc[i0:i1] @ Sc[c0:c1].T`` by BLAS; a leading float64 diagonal block by syrk.
+
+    float32 panels are always one GEMM: OpenBLAS's ssyrk was measured no
+    faster than sgemm on the whole block (2 threads, D <= 1024), and the
+    extra call cost up to 40% of a panel at D = 64. Only the upper triangle
+    of a diagonal block is read, so GEMM's not exactly symmetric result is
+    harmless.
+    """
     A = Sc[i0:i1]
-    if c0 == i0:
+    if c0 == i0 and Sc.dtype == np.float64:
         bi = i1 - i0
         np.matmul(A, A.T, out=G[:, :bi])  # NumPy recognises A @ A.T and calls syrk
         if c1 > i1:
@@ -465,6 +572,8 @@ def _sym_counts(Sc: np.ndarray, sqn: np.ndarray, scale: float, ws: _Workspace,
     for i0, i1, c0, c1, slot in panels:
         G = ws.buffer(i1 - i0, c1 - c0) if slot is None else slot
         _sym_gram(Sc, i0, i1, c0, c1, G)
+        # sqn stands in for the 1/C arguments, which counting ignores: it has
+        # their dtype, so both passes share one compiled _panel.
         _panel(G, sqn[i0:i1], sqn[c0:c1], sqn[i0:i1], sqn[c0:c1], scale, i0 - c0, _UPPER,
                _COUNT if slot is None else _COUNT_KEEP, C0[i0:i1], C0[c0:c1],
                ws.kbuf, ws.cpart)
@@ -505,11 +614,15 @@ def _sym_grad(Sc: np.ndarray, sqn: np.ndarray, inv_c: np.ndarray, scale: float,
 
 
 def _centered(S: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``S - mean`` in S's dtype and its float64 squared row norms."""
+    """``S - mean`` in S's dtype and its squared row norms.
+
+    The norms are summed in float64 and then rounded to S's dtype, the
+    precision in which :func:`_panel` forms distances.
+    """
     Sc = np.empty_like(S)
     sqn = np.empty(S.shape[0])
     _center_on(S, mean, Sc, sqn)
-    return Sc, sqn
+    return Sc, sqn.astype(S.dtype, copy=False)
 
 
 def _column_mean_of(S: np.ndarray) -> np.ndarray:
@@ -555,7 +668,9 @@ def value_and_grad(X3: np.ndarray, temperature: float, sigma: float, threshold: 
         C0 = _sym_counts(Sc, sqn, scale, ws, panels)
         H[g] = math.log(N) - np.sum(np.log1p(C0)) / N
         if want_grad:
-            inv_c = 1.0 / (1.0 + C0)
+            # Rounded to the panel dtype: float32 weights are then formed in
+            # float32 (8 lanes), and rounded to float32 either way.
+            inv_c = (1.0 / (1.0 + C0)).astype(Sc.dtype, copy=False)
             rowsum, acc = _sym_grad(Sc, sqn, inv_c, scale, ws, panels)
             _chain_rule(rowsum, Sc, acc, S, temperature / (N * sigma * sigma), grad[g])
     return H, grad
@@ -690,6 +805,9 @@ def block_grad(Sa: np.ndarray, inv_Ca: np.ndarray, Sb: np.ndarray, inv_Cb: np.nd
     out = np.zeros((Na, D))
     if Na == 0 or Nb == 0:
         return out
+    # As in value_and_grad: float32 blocks form their weights in float32.
+    inv_a = inv_a.astype(Sac.dtype, copy=False)
+    inv_b = inv_b.astype(Sac.dtype, copy=False)
     scale = 0.5 / (sigma * sigma)
     mode = _SKIP if same_block else _ALL
     ws = _Workspace(Na, Nb, D, Sac.dtype, with_grad=True)
