@@ -132,28 +132,31 @@ def unavailable_reason() -> str | None:
 
 # ----------------------------------------------------------------------------- scalar helpers
 
-@intrinsic
-def _bits_to_f64(typingctx, x):
-    """Reinterpret the bits of an int64 as a float64 (an LLVM bitcast, so it vectorises)."""
-    if not isinstance(x, types.Integer):
-        return None
+def _bitcast(src: types.Type, dst: types.Type, llvm_type: ir.Type, doc: str):
+    """An intrinsic that reinterprets the bits of a ``src`` scalar as ``dst``.
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+    An LLVM bitcast, so loops that use it still vectorise.
+    """
+    src_kind = types.Integer if isinstance(src, types.Integer) else types.Float
 
-    return types.float64(types.int64), codegen
+    @intrinsic
+    def bitcast(typingctx, x):
+        if not isinstance(x, src_kind):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_type)
+
+        return dst(src), codegen
+
+    bitcast.__doc__ = doc
+    return bitcast
 
 
-@intrinsic
-def _f64_to_bits(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64."""
-    if not isinstance(x, types.Float):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
+_bits_to_f64 = _bitcast(types.int64, types.float64, ir.DoubleType(), "int64 bits as float64")
+_f64_to_bits = _bitcast(types.float64, types.int64, ir.IntType(64), "float64 bits as int64")
+_bits_to_f32 = _bitcast(types.int32, types.float32, ir.FloatType(), "int32 bits as float32")
+_f32_to_bits = _bitcast(types.float32, types.int32, ir.IntType(32), "float32 bits as int32")
 
 
 _LOG2E = 1.4426950408889634
@@ -199,30 +202,6 @@ def _exp_nonpos(x):
     a = n >> 1
     b = n - a
     return p * _bits_to_f64((a + 1023) << 52) * _bits_to_f64((b + 1023) << 52)
-
-
-@intrinsic
-def _bits_to_f32(typingctx, x):
-    """Reinterpret the bits of an int32 as a float32."""
-    if not isinstance(x, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _f32_to_bits(typingctx, x):
-    """Reinterpret the bits of a float32 as an int32."""
-    if not isinstance(x, types.Float):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
 
 
 _F32 = np.float32
