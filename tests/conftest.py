@@ -22,6 +22,17 @@ def clustered(rng: np.random.Generator, N: int, D: int, n_proto: int = 4,
     return X.astype(dtype)
 
 
+def central_differences(f, X: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Central finite-difference gradient of a scalar function ``f`` at ``X``, entry by entry."""
+    G = np.empty_like(X)
+    for idx in np.ndindex(X.shape):
+        Xp, Xm = X.copy(), X.copy()
+        Xp[idx] += h
+        Xm[idx] -= h
+        G[idx] = (f(Xp) - f(Xm)) / (2 * h)
+    return G
+
+
 @pytest.fixture
 def rng(request) -> np.random.Generator:
     # A fresh, reproducible stream per test, so failures can be replayed.
