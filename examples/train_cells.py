@@ -33,7 +33,7 @@ optimizer = Adam(lr=Cosine(0.03, total_steps=ITERATIONS, min_lr=1e-3))
 # evaluation batch (whose initial states and noise are never trained on).
 trainer = Trainer(system, optimizer=optimizer, loss=loss, seed=0, batch=64, eval_batch=256)
 before = trainer.record_evaluation()       # history row 0: the untrained system
-trainer.run(ITERATIONS, progress="auto")   # a tqdm bar when tqdm is installed
+trainer.run(ITERATIONS, progress=True)     # a tqdm bar when tqdm is installed
 after = trainer.record_evaluation()
 
 print(f"{system.n_params} parameters, {ITERATIONS} iterations of batch {trainer.batch}")

@@ -1,4 +1,4 @@
-"""Shared test helpers: seeded generators and clustered batches."""
+"""Fixtures and test-session settings. Helpers (generators, tolerances) live in ``helpers.py``."""
 
 from __future__ import annotations
 
@@ -12,25 +12,6 @@ from hypothesis import settings
 # not let timing noise fail a correct test.
 settings.register_profile("ci", max_examples=40, deadline=None)
 settings.load_profile("ci")
-
-
-def clustered(rng: np.random.Generator, N: int, D: int, n_proto: int = 4,
-              noise: float = 0.15, dtype=np.float64) -> np.ndarray:
-    """A few random 0/1 prototypes plus Gaussian noise: 0 < H < log N, non-vanishing gradients."""
-    protos = rng.integers(0, 2, size=(n_proto, D)).astype(np.float64)
-    X = protos[rng.integers(0, n_proto, size=N)] + noise * rng.standard_normal((N, D))
-    return X.astype(dtype)
-
-
-def central_differences(f, X: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """Central finite-difference gradient of a scalar function ``f`` at ``X``, entry by entry."""
-    G = np.empty_like(X)
-    for idx in np.ndindex(X.shape):
-        Xp, Xm = X.copy(), X.copy()
-        Xp[idx] += h
-        Xm[idx] -= h
-        G[idx] = (f(Xp) - f(Xm)) / (2 * h)
-    return G
 
 
 @pytest.fixture

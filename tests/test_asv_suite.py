@@ -164,12 +164,29 @@ def test_median_seconds_interleaves_and_counts_calls():
 
 
 def test_soft_discretize_matches_reference():
-    from kdentropy.backends import numpy as ref
+    from kdentropy.backends import reference
 
     X = common.clustered(40, 12, "float64")
     np.testing.assert_allclose(common.soft_discretize(X),
-                               ref.soft_discretize(X, common.TEMPERATURE, common.THRESHOLD),
+                               reference.soft_patterns(X, common.TEMPERATURE, common.THRESHOLD),
                                rtol=1e-12)
+
+
+def test_every_registered_backend_is_benchmarked():
+    from kdentropy import backends
+
+    assert common.BACKENDS == list(backends.BACKEND_NAMES)
+    by_name = {cls.__name__: cls for cls in CLASSES}
+    for name in ("SoftEntropy", "SoftEntropyPeakMem", "SoftEntropyFloor", "CellTrainingStep"):
+        assert list(by_name[name].params[0]) == common.BACKENDS, name
+
+
+def test_floor_skips_backends_that_read_device_arrays(monkeypatch):
+    # The host floor (NumPy BLAS) says nothing about a GPU backend.
+    soft = importlib.import_module("benchmarks.soft_entropy")
+    monkeypatch.setattr(soft, "reads_device_arrays", lambda backend: backend == "cpu")
+    with pytest.raises(NotImplementedError, match="host backends only"):
+        soft.SoftEntropyFloor().setup("cpu", (64, 8), "float64")
 
 
 # ----------------------------------------------------------------------------- make_results.py

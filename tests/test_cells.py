@@ -3,40 +3,33 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
+from helpers import central_differences, norm_rel
 from scipy.optimize import minimize
 
 import kdentropy as kde
 from kdentropy.cells import (
-    CellSystem, History, ReproducibilityLoss, Trainer, pattern_stats, train,
+    CellSystem, History, Line, ReproducibilityLoss, Ring, Topology, Trainer, TrainResult,
+    pattern_stats, train,
 )
+from kdentropy.cells.topology import TOPOLOGIES
 from kdentropy.optim import SGD, Adam, Cosine
 
+# Analytic against central-difference gradients (step 1e-6) of these smooth
+# float64 losses: agreement to ~1e-9 is typical, 1e-6 leaves room for FD error.
 FD_RTOL = 1e-6
-H = 1e-6
 
 
-def _rel_err(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
-
-
-def _fd_theta(fun, theta):
-    g = np.empty_like(theta)
-    for i in range(theta.size):
-        e = np.zeros_like(theta)
-        e[i] = H
-        g[i] = (fun(theta + e) - fun(theta - e)) / (2 * H)
-    return g
-
-
-# ----------------------------------------------------------------------------- neighbourhoods
+# ----------------------------------------------------------------------------- topology
 
 def test_line_features_zero_padded_and_positions():
     system = CellSystem(n_cells=4, steps=1, radius=1, topology="line")
+    assert isinstance(system.layout, Line) and system.topology == "line"
     x = np.array([[0.1, 0.2, 0.3, 0.4]])
-    f = system._features(x)
+    f = system.layout.features(x)
     assert f.shape == (1, 4, 5)
     np.testing.assert_array_equal(f[0, :, 0], [0.0, 0.1, 0.2, 0.3])   # left neighbour
     np.testing.assert_array_equal(f[0, :, 1], x[0])                   # self
@@ -47,8 +40,9 @@ def test_line_features_zero_padded_and_positions():
 
 def test_ring_features_wrap_and_sincos():
     system = CellSystem(n_cells=4, steps=1, radius=2, topology="ring")
+    assert isinstance(system.layout, Ring) and system.position == "sincos"
     x = np.array([[0.1, 0.2, 0.3, 0.4]])
-    f = system._features(x)
+    f = system.layout.features(x)
     assert f.shape == (1, 4, 7)
     np.testing.assert_array_equal(f[0, :, 0], [0.3, 0.4, 0.1, 0.2])   # offset -2
     np.testing.assert_array_equal(f[0, :, 4], [0.3, 0.4, 0.1, 0.2])   # offset +2
@@ -63,27 +57,81 @@ def test_features_adjoint_is_the_transpose(rng, topology, radius):
     system = CellSystem(n_cells=7, steps=1, radius=radius, topology=topology, position="none")
     x = rng.random((3, 7))
     df = rng.standard_normal((3, 7, 2 * radius + 1))
-    lhs = np.sum(system._features(x) * df)
-    rhs = np.sum(x * system._features_adjoint(df))
+    lhs = np.sum(system.layout.features(x) * df)
+    rhs = np.sum(x * system.layout.features_adjoint(df))
     assert lhs == pytest.approx(rhs, rel=1e-13)
+
+
+def test_a_new_topology_is_one_class(monkeypatch, tmp_path):
+    # The system, loss, trainer, statistics and checkpoints reach the
+    # arrangement only through the Topology interface and the TOPOLOGIES
+    # registry: a topology written here (each cell sees itself and the cell
+    # two to the right, on a ring) trains, saves and resumes as is.
+    class Skip(Topology):
+        NAME = "skip"
+        POSITIONS = ("auto", "none")
+        DEFAULT_POSITION = "none"
+
+        def _n_neighbours(self):
+            return 2
+
+        def _gather(self, x, out):
+            out[:, :, 0] = x
+            out[:, :, 1] = np.roll(x, -2, axis=1)
+
+        def _scatter(self, df):
+            return df[:, :, 0] + np.roll(df[:, :, 1], 2, axis=1)
+
+        def position_features(self, kind):
+            raise ValueError(kind)
+
+        def boundaries(self, B):
+            return (B != np.roll(B, -2, axis=1)).sum(axis=1)
+
+    monkeypatch.setitem(TOPOLOGIES, "skip", Skip)
+    system = CellSystem(n_cells=6, steps=2, hidden=(3,), topology="skip")
+    assert isinstance(system.layout, Skip) and system.n_params == 2 * 3 + 3 + 3 + 1
+    rng = np.random.default_rng(0)
+    x, df = rng.random((3, 6)), rng.standard_normal((3, 6, 2))
+    assert np.sum(system.layout.features(x) * df) == pytest.approx(
+        np.sum(x * system.layout.features_adjoint(df)), rel=1e-13)
+    trainer = Trainer(system, optimizer=Adam(0.05), loss=ReproducibilityLoss(backend="numpy"),
+                      batch=8, eval_batch=8, eval_every=1)
+    trainer.run(2, progress=False, checkpoint=tmp_path / "skip.npz")
+    assert np.isfinite(trainer.history["eval_boundaries"]).all()
+    assert Trainer.load(tmp_path / "skip.npz").system.topology == "skip"
+
+
+def test_topology_objects_validate_and_describe_themselves():
+    line = Line(5, radius=2)
+    assert (line.n_neighbours, line.n_features, line.position) == (5, 7, "linear")
+    assert Ring(5, position="none").n_features == 3
+    assert repr(Ring(5)) == "Ring(5, radius=1, position='sincos')"
+    with pytest.raises(ValueError, match="radius"):
+        Line(5, radius=-1)
+    with pytest.raises(ValueError, match="position"):
+        Ring(5, position="spiral")
+    B = np.array([[1, 0, 0, 1]], dtype=bool)
+    assert Line(4).boundaries(B).tolist() == [2] and Ring(4).boundaries(B).tolist() == [2]
+    assert Ring(4).boundaries(np.array([[1, 0, 0, 0]], dtype=bool)).tolist() == [2]
 
 
 # ----------------------------------------------------------------------------- roll-out
 
 def test_rollout_shapes_range_and_determinism(rng):
     system = CellSystem(n_cells=9, steps=5, hidden=(6,), noise=0.3, output_init_scale=1.0)
-    theta = system.init(rng)
+    params = system.init(rng)
     x0, xi = system.sample_inputs(rng, 11)
     assert x0.shape == (11, 9) and xi.shape == (5, 11, 9)
     x0_copy, xi_copy = x0.copy(), xi.copy()
-    out = system.rollout(theta, x0, xi, keep_trajectory=True)
+    out = system.rollout(params, x0, xi, keep_trajectory=True)
     assert out.final.shape == (11, 9) and out.final.dtype == np.float64
     assert out.trajectory.shape == (6, 11, 9)
     np.testing.assert_array_equal(out.trajectory[0], x0)
     np.testing.assert_array_equal(out.trajectory[-1], out.final)
     assert out.final.min() >= 0.0 and out.final.max() <= 1.0
     assert np.any(out.final == 0.0) or np.any(out.final == 1.0)   # noise 0.3 clips some cells
-    np.testing.assert_array_equal(system.rollout(theta, x0, xi).final, out.final)
+    np.testing.assert_array_equal(system.rollout(params, x0, xi).final, out.final)
     np.testing.assert_array_equal(x0, x0_copy)
     np.testing.assert_array_equal(xi, xi_copy)
 
@@ -91,10 +139,10 @@ def test_rollout_shapes_range_and_determinism(rng):
 def test_rollout_is_vectorised_over_runs(rng):
     # Each run evolves independently: running them one at a time changes nothing.
     system = CellSystem(n_cells=6, steps=4, hidden=(5,))
-    theta = system.init(rng)
+    params = system.init(rng)
     x0, xi = system.sample_inputs(rng, 4)
-    batch = system.rollout(theta, x0, xi).final
-    single = np.concatenate([system.rollout(theta, x0[i:i + 1], xi[:, i:i + 1]).final
+    batch = system.rollout(params, x0, xi).final
+    single = np.concatenate([system.rollout(params, x0[i:i + 1], xi[:, i:i + 1]).final
                              for i in range(4)])
     np.testing.assert_allclose(batch, single, rtol=1e-14, atol=1e-15)
 
@@ -103,18 +151,18 @@ def test_initial_states_and_noise_are_the_only_randomness(rng):
     # The roll-out draws nothing itself (no global RNG): runs with the same
     # x0 and noise agree exactly, and each of the two inputs matters.
     system = CellSystem(n_cells=8, steps=4, noise=0.2, output_init_scale=1.0)
-    theta = system.init(rng)
+    params = system.init(rng)
     x0, xi = system.sample_inputs(rng, 3)
     np.random.seed(1)
-    same = system.rollout(theta, np.repeat(x0[:1], 3, 0), np.repeat(xi[:, :1], 3, 1)).final
+    same = system.rollout(params, np.repeat(x0[:1], 3, 0), np.repeat(xi[:, :1], 3, 1)).final
     assert np.all(same == same[0])
     np.random.seed(2)
     np.testing.assert_array_equal(
-        system.rollout(theta, x0[:1], xi[:, :1]).final[0], same[0])
-    other_noise = system.rollout(theta, np.repeat(x0[:1], 3, 0), xi).final
+        system.rollout(params, x0[:1], xi[:, :1]).final[0], same[0])
+    other_noise = system.rollout(params, np.repeat(x0[:1], 3, 0), xi).final
     assert not np.array_equal(other_noise[1], other_noise[0])
     noiseless = CellSystem(**dict(system.get_config(), noise=0.0))
-    X = noiseless.rollout(theta, np.repeat(x0[:1], 3, 0), xi).final   # noise 0: xi unused
+    X = noiseless.rollout(params, np.repeat(x0[:1], 3, 0), xi).final   # noise 0: xi unused
     assert np.all(X == X[0])
 
 
@@ -132,36 +180,37 @@ SYSTEMS = {
 
 @pytest.mark.parametrize("name", SYSTEMS)
 def test_rollout_to_loss_gradient_matches_finite_differences(rng, name):
-    """The whole chain theta -> roll-out -> (soft entropy + anti-collapse) against FD."""
+    """The whole chain params -> roll-out -> (soft entropy + anti-collapse) against FD."""
     system = CellSystem(**SYSTEMS[name])
     # Perturbed parameters: non-zero biases keep relu units off their kink.
-    theta = system.init(rng) + 0.1 * rng.standard_normal(system.n_params)
+    params = system.init(rng) + 0.1 * rng.standard_normal(system.n_params)
     x0, xi = system.sample_inputs(rng, 5)
     loss = ReproducibilityLoss(backend="numpy")
-    value, grad, parts = system.loss_and_grad(theta, x0, xi, loss)
+    value, grad, parts = system.loss_and_grad(params, x0, xi, loss)
     assert grad.shape == (system.n_params,) and grad.dtype == np.float64
     assert parts["penalty"] > 0 and parts["soft_entropy"] > 0   # both terms are exercised
     assert value == pytest.approx(parts["soft_entropy"] + 100.0 * parts["penalty"], rel=1e-14)
-    fd = _fd_theta(lambda t: system.loss_and_grad(t, x0, xi, loss)[0], theta)
-    assert _rel_err(grad, fd) < FD_RTOL
+    fd = central_differences(lambda t: system.loss_and_grad(t, x0, xi, loss)[0], params)
+    assert norm_rel(grad, fd) < FD_RTOL
     # The penalty dominates the norm above; check the entropy part on its own.
     soft = ReproducibilityLoss(anti_collapse=0.0, backend="numpy")
-    _, grad_soft, _ = system.loss_and_grad(theta, x0, xi, soft)
-    fd_soft = _fd_theta(lambda t: system.loss_and_grad(t, x0, xi, soft)[0], theta)
+    _, grad_soft, _ = system.loss_and_grad(params, x0, xi, soft)
+    fd_soft = central_differences(lambda t: system.loss_and_grad(t, x0, xi, soft)[0], params)
     assert np.linalg.norm(fd_soft) > 1e-2
-    assert _rel_err(grad_soft, fd_soft) < FD_RTOL
+    assert norm_rel(grad_soft, fd_soft) < FD_RTOL
 
 
 def test_backward_of_any_final_gradient_matches_finite_differences(rng):
     # BPTT alone, for an arbitrary linear functional of the final states.
     system = CellSystem(n_cells=5, steps=4, hidden=(4,), noise=0.1, output_init_scale=1.0)
-    theta = system.init(rng) + 0.1 * rng.standard_normal(system.n_params)
+    params = system.init(rng) + 0.1 * rng.standard_normal(system.n_params)
     x0, xi = system.sample_inputs(rng, 3)
     w = rng.standard_normal((3, 5))
-    out = system.rollout(theta, x0, xi)
-    grad = system.backward(theta, out, w)
-    fd = _fd_theta(lambda t: float(np.sum(w * system.rollout(t, x0, xi).final)), theta)
-    assert _rel_err(grad, fd) < FD_RTOL
+    out = system.rollout(params, x0, xi)
+    grad = system.backward(params, out, w)
+    fd = central_differences(lambda t: float(np.sum(w * system.rollout(t, x0, xi).final)),
+                             params)
+    assert norm_rel(grad, fd) < FD_RTOL
 
 
 @pytest.mark.parametrize("band", [(0.5, 0.5), (0.2, 0.8), (0.45, 0.7)])
@@ -170,12 +219,8 @@ def test_loss_gradient_in_X_matches_finite_differences(rng, band):
     # Rows with mean states on both sides of the band, and one inside it.
     X = np.clip(rng.random((4, 6)) * [[0.3], [1.0], [0.6], [1.0]] + [[0], [0], [0.4], [0.0]], 0, 1)
     value, dX, parts = loss(X)
-    fd = np.empty_like(X)
-    for idx in np.ndindex(X.shape):
-        e = np.zeros_like(X)
-        e[idx] = H
-        fd[idx] = (loss(X + e)[0] - loss(X - e)[0]) / (2 * H)
-    assert _rel_err(dX, fd) < FD_RTOL
+    fd = central_differences(lambda Y: loss(Y)[0], X)
+    assert norm_rel(dX, fd) < FD_RTOL
     H_ref, G_ref = kde.soft_entropy_and_grad(X, backend="numpy")
     assert parts["soft_entropy"] == pytest.approx(float(H_ref), rel=1e-14)
     m = X.mean(axis=1)
@@ -196,7 +241,7 @@ def test_penalty_keeps_gradient_when_collapsed(rng):
 
 def test_scipy_minimize_on_fixed_inputs(rng):
     system = CellSystem(n_cells=6, steps=3, hidden=(4,))
-    theta0 = system.init(rng)
+    params0 = system.init(rng)
     x0, xi = system.sample_inputs(rng, 16)
     loss = ReproducibilityLoss(backend="numpy")
 
@@ -204,8 +249,8 @@ def test_scipy_minimize_on_fixed_inputs(rng):
         value, grad, _ = system.loss_and_grad(t, x0, xi, loss)
         return value, grad
 
-    res = minimize(fun, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 15})
-    assert res.fun < 0.5 * fun(theta0)[0]
+    res = minimize(fun, params0, jac=True, method="L-BFGS-B", options={"maxiter": 15})
+    assert res.fun < 0.5 * fun(params0)[0]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -265,15 +310,15 @@ def test_evaluation_batch_is_never_a_training_batch():
         assert not np.isin(x_train, x_eval).any()
 
 
-def test_trainer_does_not_modify_the_given_theta(rng):
+def test_trainer_does_not_modify_the_given_params(rng):
     system = CellSystem(n_cells=6, steps=3, hidden=(4,))
-    theta = system.init(rng)
-    copy = theta.copy()
+    params = system.init(rng)
+    copy = params.copy()
     trainer = Trainer(system, optimizer=Adam(0.05), loss=ReproducibilityLoss(backend="numpy"),
-                      batch=8, eval_batch=8, theta=theta)
+                      batch=8, eval_batch=8, params=params)
     trainer.run(2, progress=False)
-    np.testing.assert_array_equal(theta, copy)
-    assert not np.array_equal(trainer.theta, copy)
+    np.testing.assert_array_equal(params, copy)
+    assert not np.array_equal(trainer.params, copy)
 
 
 def test_checkpoint_resume_gives_identical_trajectory(tmp_path):
@@ -291,10 +336,10 @@ def test_checkpoint_resume_gives_identical_trajectory(tmp_path):
     first.run(4, progress=False, checkpoint=path)
     resumed = Trainer.load(path)
     assert resumed.iteration == 4
-    np.testing.assert_array_equal(resumed.theta_initial, straight.theta_initial)
+    np.testing.assert_array_equal(resumed.params_initial, straight.params_initial)
     resumed.run(6, progress=False)
 
-    np.testing.assert_array_equal(resumed.theta, straight.theta)     # bit for bit
+    np.testing.assert_array_equal(resumed.params, straight.params)     # bit for bit
     a, b = resumed.history.as_arrays(), straight.history.as_arrays()
     for c in History.COLUMNS:
         np.testing.assert_array_equal(a[c], b[c])
@@ -319,7 +364,7 @@ def test_checkpoint_every(tmp_path):
 
 
 def test_load_rejects_other_files(tmp_path):
-    np.savez(tmp_path / "x.npz", theta=np.zeros(3))
+    np.savez(tmp_path / "x.npz", params=np.zeros(3))
     with pytest.raises(ValueError, match="not a kdentropy"):
         Trainer.load(tmp_path / "x.npz")
     np.save(tmp_path / "x.npy", np.zeros(3))
@@ -345,18 +390,49 @@ def test_load_rejects_other_files(tmp_path):
         Trainer.load(good, backend="tpu")
 
 
-def test_train_function_and_progress_lines(capsys):
+def test_train_function_and_progress_lines(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)   # no tqdm: plain lines
     res = train(CellSystem(n_cells=6, steps=3, hidden=(4,)), iterations=10, batch=8,
-                eval_batch=16, eval_every=5, backend="numpy", progress="lines")
+                eval_batch=16, eval_every=5, backend="numpy", progress=True)
+    assert isinstance(res, TrainResult) and res.trainer.iteration == 10
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("iteration")]
     assert len(lines) == 10 and "hard H (eval)" in lines[4]
     assert res.before["final"].shape == (16, 6) and res.after["final"].shape == (16, 6)
     assert res.before["hard_entropy"] == res.history["eval_hard_entropy"][0]
-    assert not np.array_equal(res.theta, res.theta_initial)
+    assert not np.array_equal(res.params, res.params_initial)
     train(CellSystem(n_cells=6, steps=3, hidden=(4,)), iterations=3, batch=8, eval_batch=16,
           backend="numpy", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_when_tqdm_is_installed(monkeypatch, capsys):
+    import types
+
+    bars = []
+
+    class FakeTqdm:
+        def __init__(self, total, **kwargs):
+            self.total, self.n, self.postfix, self.closed = total, 0, None, False
+            bars.append(self)
+
+        def set_postfix(self, post, refresh=True):
+            self.postfix = post
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeTqdm))
+    _small_trainer().run(20, progress=True)       # eval_every=20: one evaluation row
+    (bar,) = bars
+    assert bar.total == 20 and bar.n == 20 and bar.closed
+    assert set(bar.postfix) == {"loss", "H_batch", "H_eval"}
+    assert capsys.readouterr().err == ""           # the bar, not the plain lines
+    _small_trainer().run(4, progress=False)
+    assert len(bars) == 1
 
 
 def test_history_csv_round_trip(tmp_path):
@@ -390,7 +466,10 @@ def test_history_csv_round_trip(tmp_path):
     (lambda: Trainer(optimizer="adam"), TypeError, "optimizer"),
     (lambda: _small_trainer().run(-1), ValueError, "iterations"),
     (lambda: _small_trainer().run(2, checkpoint_every=1), ValueError, "checkpoint"),
-    (lambda: _small_trainer().run(2, progress="bars"), ValueError, "progress"),
+    (lambda: _small_trainer().run(2, progress="lines"), TypeError, "progress"),
+    (lambda: pattern_stats([[0, 1]], topology="torus"), ValueError, "topology"),
+    (lambda: pattern_stats([[0, 1]], topology=Line(3)), ValueError, "cells"),
+    (lambda: pattern_stats([[[0, 1]]]), ValueError, "2-D"),
 ])
 def test_bad_arguments(make, exc, match):
     with pytest.raises(exc, match=match):
@@ -399,27 +478,27 @@ def test_bad_arguments(make, exc, match):
 
 def test_bad_rollout_inputs(rng):
     system = CellSystem(n_cells=5, steps=2, hidden=(3,))
-    theta = system.init(rng)
+    params = system.init(rng)
     x0, xi = system.sample_inputs(rng, 4)
-    with pytest.raises(ValueError, match="theta"):
-        system.rollout(theta[1:], x0, xi)
+    with pytest.raises(ValueError, match="params"):
+        system.rollout(params[1:], x0, xi)
     with pytest.raises(ValueError, match="x0"):
-        system.rollout(theta, x0[:, 1:], xi)
+        system.rollout(params, x0[:, 1:], xi)
     with pytest.raises(ValueError, match="xi"):
-        system.rollout(theta, x0, xi[1:])
+        system.rollout(params, x0, xi[1:])
     with pytest.raises(ValueError, match="finite"):
-        system.rollout(theta, np.where(x0 > 0.5, np.nan, x0), xi)
+        system.rollout(params, np.where(x0 > 0.5, np.nan, x0), xi)
     with pytest.raises(TypeError, match="x0"):
-        system.rollout(theta, x0 + 0j, xi)
-    with pytest.raises(TypeError, match="theta"):
-        system.rollout(theta + 0j, x0, xi)
+        system.rollout(params, x0 + 0j, xi)
+    with pytest.raises(TypeError, match="params"):
+        system.rollout(params + 0j, x0, xi)
     with pytest.raises(TypeError, match="rng"):
         system.sample_inputs(np.random.RandomState(0), 4)
     with pytest.raises(ValueError, match="n_runs"):
         system.sample_inputs(rng, 0)
-    out = system.rollout(theta, x0, xi, keep_caches=False)
+    out = system.rollout(params, x0, xi, keep_caches=False)
     with pytest.raises(ValueError, match="keep_caches"):
-        system.backward(theta, out, np.zeros_like(out.final))
+        system.backward(params, out, np.zeros_like(out.final))
 
 
 def test_config_round_trips():
@@ -428,9 +507,12 @@ def test_config_round_trips():
     assert clone.get_config() == system.get_config() and clone.n_params == system.n_params
 
 
-def test_docstring_examples():
+@pytest.mark.parametrize("name", ["cells", "cells.topology", "cells.system", "cells.metrics",
+                                  "cells.trainer"])
+def test_docstring_examples(name):
     import doctest
+    import importlib
 
-    import kdentropy.cells as module
+    module = importlib.import_module(f"kdentropy.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -84,6 +84,38 @@ def test_train_is_seeded_and_resumable(tmp_path, capsys):
     assert not (tmp_path / "a" / "training.png").exists()
 
 
+def test_train_goes_through_the_cells_api(tmp_path, monkeypatch):
+    # The command line builds the run and writes the report; the training
+    # itself is kdentropy.cells.train (new runs) and Trainer.fit (--resume).
+    import kdentropy.cells as cells
+    calls = []
+    real_train, real_fit = cells.train, cells.Trainer.fit
+
+    def spy_train(*args, **kwargs):
+        calls.append("train")
+        return real_train(*args, **kwargs)
+
+    def spy_fit(self, *args, **kwargs):
+        calls.append("fit")
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(cells, "train", spy_train)
+    monkeypatch.setattr(cells.Trainer, "fit", spy_fit)
+    common = [*TINY, "--quiet", "--no-plot", "--out", str(tmp_path)]
+    assert main(["train", *common, "--iterations", "2"]) == 0
+    assert calls == ["train", "fit"]
+    assert main(["train", *common, "--iterations", "3", "--resume"]) == 0
+    assert calls == ["train", "fit", "fit"]
+
+
+def test_auto_backend_is_cpu_for_host_arrays(tmp_path, capsys, rng):
+    path = _save(tmp_path, rng.random((5, 3)))
+    assert main(["entropy", path, "--json", "--backend", "auto"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "cpu"
+    assert main(["train", "--help"]) == 0
+    assert "else numpy" not in " ".join(capsys.readouterr().out.split())   # no fallback
+
+
 def _save(tmp_path, X, name="X.npy"):
     path = tmp_path / name
     np.save(path, X)

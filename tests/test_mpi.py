@@ -3,12 +3,15 @@
 The MPI checks live in ``tests/mpi_scripts/check_mpi.py``, launched here under
 ``mpiexec -n 2`` and ``-n 3`` (more ranks than this CI machine has cores, so
 oversubscription is allowed). One launch runs every check, to pay the Python
-and Numba start-up once per rank count.
+and Numba start-up once per rank count. ``tests/mpi_scripts/check_hangs.py``
+holds the failures on some ranks only that used to deadlock (issue 13), one
+launch per case, each under a timeout so that a hang fails the test.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,17 +28,11 @@ TIMEOUT_S = 180
 
 
 def _backends() -> list[str]:
-    """Backends with block primitives that can run here; numpy always."""
-    from kdentropy import _backend
+    """Registered backends with block primitives that can run here (numpy and cpu today)."""
+    from kdentropy import backends
 
-    names = ["numpy"]
-    try:
-        cpu = _backend.backend_module("cpu")
-    except _backend.BackendUnavailableError:
-        return names
-    if all(hasattr(cpu, f) for f in ("soft_discretize", "block_soft_counts", "block_grad")):
-        names.append("cpu")
-    return names
+    return [name for name in backends.available_backends()
+            if backends.load(name).BLOCK_PRIMITIVES]
 
 
 def _require_mpiexec() -> None:
@@ -45,30 +42,32 @@ def _require_mpiexec() -> None:
 
 
 def _warm_numba_cache(backends: list[str]) -> None:
-    """Compile (or load) the cpu kernels here once, for both dtypes, before the launch.
+    """Compile (or load) the kernels here once, for both dtypes, before the launch.
 
-    The kernels are ``cache=True``: compiled in this process they are written
-    to Numba's on-disk cache, and every rank loads them instead of compiling
-    them all at once on a machine with fewer cores than ranks (about a minute).
+    The cpu kernels are ``cache=True``: compiled in this process they are
+    written to Numba's on-disk cache, and every rank loads them instead of
+    compiling them all at once on a machine with fewer cores than ranks
+    (about a minute).
     """
-    if "cpu" not in backends:
-        return
     import numpy as np
 
     import kdentropy as kde
-    from kdentropy.backends import cpu
+    from kdentropy import backends as registry
 
-    for dtype in (np.float32, np.float64):
-        X = np.linspace(0.0, 1.0, 6, dtype=dtype).reshape(3, 2)
-        kde.soft_entropy_and_grad(X, backend="cpu")
-        S = cpu.soft_discretize(X, 10.0, 0.5)
-        inv_C = np.full(3, 0.5)
-        for same in (True, False):
-            cpu.block_soft_counts(S, S, 0.5, same)
-            cpu.block_grad(S, inv_C, S, inv_C, 0.5, same)
+    for name in backends:
+        module = registry.load(name)
+        for dtype in (np.float32, np.float64):
+            X = np.linspace(0.0, 1.0, 6, dtype=dtype).reshape(3, 2)
+            kde.soft_entropy_and_grad(X, backend=name)
+            S = module.soft_patterns(X[None], 10.0, 0.5)[0]
+            g = np.full(3, 0.5)
+            for same in (True, False):
+                module.block_soft_counts(S, S, 0.5, same)
+                module.block_weighted_grad(S, g, S, g, 0.5, same)
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], env: dict[str, str] | None = None,
+         timeout_s: float = TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run a command in its own process group, killing the whole group on timeout.
 
     Killing only mpiexec could leave its ranks running; a new session makes
@@ -77,11 +76,11 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
+        out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"{' '.join(cmd)} did not finish in {TIMEOUT_S} s (a deadlock?)\n{out}")
+        pytest.fail(f"{' '.join(cmd)} did not finish in {timeout_s} s (a deadlock?)\n{out}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
 
@@ -112,6 +111,37 @@ def _mpi_env() -> dict[str, str]:
         "MKL_NUM_THREADS": "1",
     })
     return env
+
+
+# The cases of check_hangs.py, read from its source so the two cannot drift
+# apart (importing it would initialise MPI in the test process).
+HANG_CASES = re.findall(r"^def case_(\w+)\(", (SCRIPTS / "check_hangs.py").read_text(),
+                        flags=re.MULTILINE)
+# Generous for a 2-rank start-up on a loaded machine; a deadlock never ends.
+HANG_TIMEOUT_S = 120
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", HANG_CASES)
+def test_failure_on_some_ranks_reaches_all(case):
+    """Issue 13: an exception on one rank must raise on every rank, not deadlock the others.
+
+    Run under ``-W error::RuntimeWarning`` (a RuntimeWarning is then an
+    exception on the ranks that compute); the launch is killed and the test
+    fails if any rank is still waiting after HANG_TIMEOUT_S.
+    """
+    _require_mpiexec()
+    _warm_numba_cache(_backends())
+    cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-W", "error::RuntimeWarning", "-m",
+           "mpi4py", str(SCRIPTS / "check_hangs.py"), case]
+    result = _run(cmd, _mpi_env(), timeout_s=HANG_TIMEOUT_S)
+    assert result.returncode == 0, result.stdout
+    assert f"OK: {case}" in result.stdout, result.stdout
+
+
+def test_hang_cases_found():
+    assert {"tiny_sigma_empty_rank", "comm_on_one_rank", "warning_empty_rank",
+            "warning_one_rank", "fault_in_sweep"} <= set(HANG_CASES)
 
 
 @pytest.mark.mpi

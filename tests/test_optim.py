@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kdentropy.optim import (
-    SGD, Adam, AdamW, Constant, Cosine, Exponential, clip_grad_norm, from_config,
+    SGD, Adam, AdamW, Constant, Cosine, Exponential, from_config,
 )
 
 
@@ -85,66 +85,64 @@ def test_sgd_matches_reference_formulas(rng):
     grads = rng.standard_normal((5, 4))
     grads_copy = grads.copy()
     for nesterov in (False, True):
-        theta = rng.standard_normal(4)
-        ref, v = theta.copy(), np.zeros(4)
+        params = rng.standard_normal(4)
+        ref, v = params.copy(), np.zeros(4)
         opt = SGD(0.1, momentum=0.8, nesterov=nesterov, weight_decay=0.01)
         for g in grads:
-            opt.step(theta, g)
+            opt.step(params, g)
             g = g + 0.01 * ref
             v = 0.8 * v + g
             ref = ref - 0.1 * ((g + 0.8 * v) if nesterov else v)
-        np.testing.assert_allclose(theta, ref, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(params, ref, rtol=1e-14, atol=1e-15)
     np.testing.assert_array_equal(grads, grads_copy)     # gradients are never modified
 
 
 def test_adam_matches_reference_and_first_step_is_lr(rng):
     grads = rng.standard_normal((6, 5))
     grads_copy = grads.copy()
-    theta = rng.standard_normal(5)
-    start = theta.copy()
+    params = rng.standard_normal(5)
+    start = params.copy()
     opt = Adam(0.05, betas=(0.8, 0.99), eps=1e-8)
-    opt.step(theta, grads[0])
+    opt.step(params, grads[0])
     # Bias correction makes the first step lr * g / (|g| + eps): lr * sign(g) up to eps.
     g0 = grads[0]
-    np.testing.assert_allclose(start - theta, 0.05 * g0 / (np.abs(g0) + 1e-8), rtol=1e-14)
-    ref = theta.copy()
+    np.testing.assert_allclose(start - params, 0.05 * g0 / (np.abs(g0) + 1e-8), rtol=1e-14)
+    ref = params.copy()
     m = 0.2 * grads[0]
     v = 0.01 * grads[0] ** 2
     for t, g in enumerate(grads[1:], start=2):
-        opt.step(theta, g)
+        opt.step(params, g)
         m = 0.8 * m + 0.2 * g
         v = 0.99 * v + 0.01 * g * g
         ref = ref - 0.05 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.99 ** t)) + 1e-8)
-    np.testing.assert_allclose(theta, ref, rtol=1e-13)
+    np.testing.assert_allclose(params, ref, rtol=1e-13)
     np.testing.assert_array_equal(grads, grads_copy)
 
 
 def test_adamw_decay_is_decoupled_adam_decay_is_not(rng):
-    theta = rng.standard_normal(6)
+    params = rng.standard_normal(6)
     zero = np.zeros(6)
-    w = theta.copy()
+    w = params.copy()
     AdamW(0.1, weight_decay=0.5).step(w, zero)
     # Decoupled: zero gradient, so the only change is the shrink factor.
-    np.testing.assert_allclose(w, theta * (1 - 0.1 * 0.5), rtol=1e-15)
-    c = theta.copy()
+    np.testing.assert_allclose(w, params * (1 - 0.1 * 0.5), rtol=1e-15)
+    c = params.copy()
     Adam(0.1, weight_decay=0.5).step(c, zero)
-    # Coupled: the decay goes through Adam's normalisation -> a step of lr * sign(theta).
-    np.testing.assert_allclose(c, theta - 0.1 * np.sign(theta), rtol=1e-6)
+    # Coupled: the decay goes through Adam's normalisation -> a step of lr * sign(params).
+    np.testing.assert_allclose(c, params - 0.1 * np.sign(params), rtol=1e-6)
 
 
 def test_global_norm_clipping():
-    g, norm = clip_grad_norm([3.0, 4.0], 1.0)
-    np.testing.assert_allclose(g, [0.6, 0.8])
-    assert norm == 5.0
-    g, norm = clip_grad_norm(np.array([0.3, 0.4]), 1.0)   # below the limit: unchanged
-    np.testing.assert_allclose(g, [0.3, 0.4])
-    theta = np.zeros(2)
+    params = np.zeros(2)
     grad = np.array([3.0, 4.0])
     opt = SGD(1.0, clip_norm=1.0)
-    opt.step(theta, grad)
-    np.testing.assert_allclose(theta, [-0.6, -0.8])
-    assert opt.last_grad_norm == 5.0
+    opt.step(params, grad)
+    np.testing.assert_allclose(params, [-0.6, -0.8])     # rescaled to norm 1
+    assert opt.last_grad_norm == 5.0                    # the norm before clipping
     np.testing.assert_array_equal(grad, [3.0, 4.0])      # the caller's gradient is untouched
+    opt.step(params, np.array([0.3, 0.4]))               # below the limit: unchanged
+    np.testing.assert_allclose(params, [-0.9, -1.2])
+    assert opt.last_grad_norm == pytest.approx(0.5)
 
 
 def test_schedules():
@@ -160,12 +158,12 @@ def test_schedules():
     assert Constant(0.3)(1000) == 0.3
     opt = SGD(Cosine(1.0, 4))
     seen = []
-    theta = np.zeros(1)
+    params = np.zeros(1)
     for _ in range(5):
         seen.append(opt.lr)
-        opt.step(theta, np.ones(1))
+        opt.step(params, np.ones(1))
     assert seen == pytest.approx([Cosine(1.0, 4)(i) for i in range(5)])
-    np.testing.assert_allclose(theta, [-sum(seen)])
+    np.testing.assert_allclose(params, [-sum(seen)])
 
 
 # ----------------------------------------------------------------------------- state and resume
@@ -177,23 +175,23 @@ def test_schedules():
 ], ids=["sgd", "adam", "adamw"])
 def test_checkpoint_resume_gives_identical_trajectory(tmp_path, rng, make):
     A, b, _ = _bad_quadratic(rng, n=6, cond=100)
-    theta0 = rng.standard_normal(6)
+    params0 = rng.standard_normal(6)
 
-    straight = theta0.copy()
+    straight = params0.copy()
     opt = make()
     for _ in range(30):
         opt.step(straight, A @ straight - b)
 
-    resumed = theta0.copy()
+    resumed = params0.copy()
     opt1 = make()
     for _ in range(13):
         opt1.step(resumed, A @ resumed - b)
     path = tmp_path / "opt.npz"
-    np.savez(path, theta=resumed, **opt1.state_dict())
+    np.savez(path, params=resumed, **opt1.state_dict())
     with np.load(path) as data:
-        resumed = data["theta"].copy()
+        resumed = data["params"].copy()
         opt2 = from_config(opt1.get_config())
-        opt2.load_state_dict({k: data[k] for k in data.files if k != "theta"})
+        opt2.load_state_dict({k: data[k] for k in data.files if k != "params"})
     assert opt2.step_count == 13
     for _ in range(17):
         opt2.step(resumed, A @ resumed - b)
@@ -203,9 +201,9 @@ def test_checkpoint_resume_gives_identical_trajectory(tmp_path, rng, make):
 
 
 def test_state_dict_is_a_copy_and_load_checks_type(rng):
-    theta = rng.standard_normal(3)
+    params = rng.standard_normal(3)
     opt = Adam(0.1)
-    opt.step(theta, np.ones(3))
+    opt.step(params, np.ones(3))
     state = opt.state_dict()
     state["m"][:] = 99.0
     assert not np.any(opt.state_dict()["m"] == 99.0)
@@ -264,7 +262,6 @@ def test_from_config_round_trip():
     (lambda: SGD("0.1"), TypeError, "lr"),
     (lambda: SGD(0.1, nesterov=1), TypeError, "nesterov"),
     (lambda: Exponential(0.1, gamma=2.0), ValueError, "gamma"),
-    (lambda: clip_grad_norm([1.0], -1.0), ValueError, "max_norm"),
 ])
 def test_bad_hyperparameters(make, exc, match):
     with pytest.raises(exc, match=match):

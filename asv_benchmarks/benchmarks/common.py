@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 import kdentropy
+from kdentropy import backends
 
 #: Soft-entropy parameters used by every benchmark (the library defaults).
 TEMPERATURE = 10.0
@@ -22,7 +23,8 @@ THRESHOLD = 0.5
 #: (N, D) grid of the soft-entropy benchmarks, smallest first.
 SHAPES = [(1024, 64), (4096, 256), (2048, 1024), (16384, 64)]
 DTYPES = ["float32", "float64"]
-BACKENDS = ["numpy", "cpu", "cuda"]
+#: Every registered backend; those that cannot run on a machine are skipped there.
+BACKENDS = list(backends.BACKEND_NAMES)
 
 #: The dense ``numpy`` backend is skipped above this estimated footprint.
 NUMPY_BACKEND_MAX_BYTES = 4 * 2**30
@@ -75,12 +77,15 @@ def numpy_backend_bytes(N: int, D: int) -> int:
     return NUMPY_BACKEND_NN_TEMPORARIES * N * N * 8 + 6 * N * D * 8
 
 
-def _cuda_is_real() -> bool:
+def _simulated(backend: str) -> bool:
     # The CUDA simulator (NUMBA_ENABLE_CUDASIM=1) runs kernels in Python:
     # correct but orders of magnitude slow, so it is never benchmarked.
-    from kdentropy.backends import cuda
+    return bool(getattr(backends.load(backend), "SIMULATOR", False))
 
-    return not getattr(cuda, "SIMULATOR", False)
+
+def reads_device_arrays(backend: str) -> bool:
+    """Whether the backend computes on GPU arrays (its batches are moved to the device)."""
+    return bool(backends.load(backend).DEVICE_ARRAYS)
 
 
 def require_backend(backend: str, N: int | None = None, D: int | None = None) -> None:
@@ -102,8 +107,9 @@ def require_backend(backend: str, N: int | None = None, D: int | None = None) ->
     """
     if backend not in kdentropy.available_backends():
         raise NotImplementedError(f"backend {backend!r} is not available")
-    if backend == "cuda" and not _cuda_is_real():
-        raise NotImplementedError("the CUDA simulator is not benchmarked")
+    if _simulated(backend):
+        raise NotImplementedError(f"backend {backend!r} runs on a simulator here; "
+                                  "simulators are not benchmarked")
     if backend == "numpy" and N is not None and D is not None:
         if numpy_backend_bytes(N, D) > NUMPY_BACKEND_MAX_BYTES:
             raise NotImplementedError(f"numpy backend would need more than "
@@ -113,8 +119,9 @@ def require_backend(backend: str, N: int | None = None, D: int | None = None) ->
 class SoftEntropyCall:
     """Bound ``soft_entropy`` / ``soft_entropy_and_grad`` calls on one batch and backend.
 
-    On the ``cuda`` backend the batch lives on the device (so transfers are not
-    timed) and each call ends with a device synchronisation.
+    On a backend that reads device arrays (``cuda``) the batch lives on the
+    device (so transfers are not timed) and each call ends with a device
+    synchronisation.
 
     Parameters
     ----------
@@ -127,7 +134,7 @@ class SoftEntropyCall:
     def __init__(self, backend: str, X: np.ndarray) -> None:
         self.backend = backend
         self._sync: Callable[[], None] = lambda: None
-        if backend == "cuda":
+        if reads_device_arrays(backend):
             from numba import cuda
 
             X = cuda.to_device(X)

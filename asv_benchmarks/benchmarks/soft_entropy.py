@@ -15,6 +15,7 @@ from .common import (
     SoftEntropyCall,
     clustered,
     median_seconds,
+    reads_device_arrays,
     require_backend,
     soft_discretize,
     soft_entropy_flops,
@@ -77,8 +78,13 @@ class SoftEntropyFloor(_SoftEntropyBase):
     ``asv_benchmarks/gpu_floor.py``.
     """
 
-    params = (["numpy", "cpu"], SHAPES, DTYPES)
     rounds = 1
+
+    def setup(self, backend: str, shape: tuple[int, int], dtype: str) -> None:
+        require_backend(backend, *shape)
+        if reads_device_arrays(backend):
+            raise NotImplementedError("host backends only: gpu_floor.py measures the GPU floor")
+        super().setup(backend, shape, dtype)
 
     def track_floor_ratio(self, backend, shape, dtype):
         floor = DenseFloor(soft_discretize(self.call.X))

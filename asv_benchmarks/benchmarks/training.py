@@ -8,7 +8,7 @@ from kdentropy.cells import CellSystem, ReproducibilityLoss, Trainer
 from kdentropy.nn import MLP
 from kdentropy.optim import SGD, Adam, AdamW
 
-from .common import SEED, require_backend
+from .common import BACKENDS, SEED, require_backend
 
 
 class CellTrainingStep:
@@ -19,13 +19,13 @@ class CellTrainingStep:
     out, soft entropy and gradient of the final patterns, back-propagation
     through time, the Adam update and the hard entropy of the batch: the work
     of one iteration of ``kdentropy train`` with its defaults (which differ
-    only in the learning-rate schedule). The default ``auto`` backend resolves
-    to ``cpu``; ``numpy`` is shown because at N = 64 the dense reference may
-    well be the faster one.
+    only in the learning-rate schedule), on every registered backend that can
+    run here. The default ``auto`` backend resolves to ``cpu``; ``numpy`` is
+    shown because at N = 64 the dense reference may well be the faster one.
     """
 
     param_names = ["backend"]
-    params = (["numpy", "cpu"],)
+    params = (BACKENDS,)
     timeout = 300
 
     def setup(self, backend: str) -> None:

@@ -10,14 +10,14 @@ available_backends, get_backend, set_backend, use_backend
     The backend switch (``numpy`` reference, Numba ``cpu``, ``cuda``).
 """
 
-from ._api import (
+from .entropy import (
     hard_entropy,
     pattern_counts,
     soft_entropy,
     soft_entropy_and_grad,
     soft_entropy_grad,
 )
-from ._backend import (
+from .backends import (
     BackendUnavailableError,
     available_backends,
     get_backend,

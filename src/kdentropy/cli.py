@@ -21,16 +21,15 @@ import math
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._backend import KNOWN_BACKENDS
+from .backends import BACKEND_NAMES as KNOWN_BACKENDS
 
 if TYPE_CHECKING:
-    from .cells import Trainer
+    from .cells import TrainResult
 
 __all__ = ["main"]
 
@@ -140,8 +139,8 @@ def _build_parser() -> _Parser:
     g.add_argument("--sigma", type=_positive_float, default=0.5, help="kernel width (0.5)")
     g.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (0)")
     g.add_argument("--backend", choices=_BACKENDS, default=None,
-                   help="entropy backend (default: $KDENTROPY_BACKEND or auto, i.e. cpu "
-                   "when available, else numpy; with --resume, the checkpoint's)")
+                   help="entropy backend (default: $KDENTROPY_BACKEND or auto, i.e. cpu; "
+                   "with --resume, the checkpoint's)")
     g = t.add_argument_group("evaluation and output")
     g.add_argument("--eval-batch", type=_int_at_least(2), default=256,
                    help="fresh runs in the evaluation batch (256)")
@@ -187,23 +186,17 @@ def _build_parser() -> _Parser:
 # ----------------------------------------------------------------------------- helpers
 
 def _host_backend(name: str | None) -> str:
-    """Concrete backend for host arrays; 'auto' falls back to numpy without the cpu backend.
+    """The concrete backend that host arrays get for ``--backend name``.
 
     ``None`` (no ``--backend``) means the library default, so
-    ``KDENTROPY_BACKEND`` applies. An unavailable backend raises the
-    library's own error, which says why (missing numba-cuda, no GPU, ...).
+    ``KDENTROPY_BACKEND`` applies; ``auto`` is ``cpu`` for host arrays. An
+    unavailable backend raises the library's own error, which says why
+    (missing numba-cuda, no GPU, ...).
     """
-    from ._backend import BackendUnavailableError, backend_module, get_backend
-    if name is None:
-        name = get_backend()
-    if name != "auto":
-        backend_module(name)
-        return name
-    try:
-        backend_module("cpu")
-    except BackendUnavailableError:
-        return "numpy"
-    return "cpu"
+    from . import backends
+    name = backends.resolve(name)
+    backends.load(name)
+    return name
 
 
 def _jsonable(value: Any) -> Any:
@@ -220,52 +213,55 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _pattern_string(row: np.ndarray) -> str:
-    return "".join("1" if v else "0" for v in row)
-
-
 # ----------------------------------------------------------------------------- train
 
-def _make_trainer(args: argparse.Namespace, ckpt: str) -> tuple[Trainer, str, int]:
-    """The trainer (new, or resumed from ``ckpt``), its backend and the iterations left."""
-    from .cells import CellSystem, ReproducibilityLoss, Trainer
+def _train_new(args: argparse.Namespace, ckpt: str, out: str) -> tuple[TrainResult, str]:
+    """A new run from the command-line settings, through :func:`kdentropy.cells.train`."""
+    from .cells import CellSystem, ReproducibilityLoss, train
     from .optim import Adam, Constant, Cosine
 
-    if args.resume:
-        if not os.path.isfile(ckpt):
-            raise CLIError(f"--resume: no checkpoint at {ckpt!r}")
-        # Without --backend, keep the checkpoint's: a different backend
-        # rounds differently and the resumed run would not be bit-identical.
-        trainer = Trainer.load(ckpt, backend=args.backend and _host_backend(args.backend))
-        backend = trainer.loss.backend or "auto"
-        remaining = args.iterations - trainer.iteration
-        if remaining < 0:
-            raise CLIError(f"--resume: the checkpoint is already at iteration "
-                           f"{trainer.iteration} > --iterations {args.iterations}")
+    backend = _host_backend(args.backend)
+    system = CellSystem(args.cells, args.steps, hidden=(args.hidden,),
+                        topology="ring" if args.ring else "line",
+                        position="none" if args.no_position else "auto", noise=args.noise)
+    if args.schedule == "cosine" and args.iterations > 0:
+        if args.min_lr > args.lr:
+            raise CLIError(f"--min-lr {args.min_lr} must not exceed --lr {args.lr}", 2)
+        schedule = Cosine(args.lr, args.iterations, min_lr=args.min_lr)
     else:
-        backend = _host_backend(args.backend)
-        system = CellSystem(args.cells, args.steps, hidden=(args.hidden,),
-                            topology="ring" if args.ring else "line",
-                            position="none" if args.no_position else "auto", noise=args.noise)
-        if args.schedule == "cosine" and args.iterations > 0:
-            if args.min_lr > args.lr:
-                raise CLIError(f"--min-lr {args.min_lr} must not exceed --lr {args.lr}", 2)
-            schedule = Cosine(args.lr, args.iterations, min_lr=args.min_lr)
-        else:
-            schedule = Constant(args.lr)
-        loss = ReproducibilityLoss(args.temperature, args.sigma,
-                                   anti_collapse=args.anti_collapse, backend=backend)
-        trainer = Trainer(system, optimizer=Adam(lr=schedule), loss=loss, seed=args.seed,
-                          batch=args.batch, eval_batch=args.eval_batch,
-                          eval_every=args.eval_every)
-        remaining = args.iterations
-    return trainer, backend, remaining
+        schedule = Constant(args.lr)
+    loss = ReproducibilityLoss(args.temperature, args.sigma,
+                               anti_collapse=args.anti_collapse, backend=backend)
+    _make_out(out)
+    result = train(system, iterations=args.iterations, batch=args.batch,
+                   optimizer=Adam(lr=schedule), loss=loss, seed=args.seed,
+                   eval_batch=args.eval_batch, eval_every=args.eval_every,
+                   progress=not args.quiet, checkpoint=ckpt,
+                   checkpoint_every=args.checkpoint_every)
+    return result, backend
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    out = args.out
-    ckpt = os.path.join(out, "checkpoint.npz")
-    trainer, backend, remaining = _make_trainer(args, ckpt)
+def _train_resumed(args: argparse.Namespace, ckpt: str, out: str) -> tuple[TrainResult, str]:
+    """Continue ``OUT/checkpoint.npz`` up to ``--iterations`` with :meth:`Trainer.fit`."""
+    from .cells import Trainer
+
+    if not os.path.isfile(ckpt):
+        raise CLIError(f"--resume: no checkpoint at {ckpt!r}")
+    # Without --backend, keep the checkpoint's: a different backend rounds
+    # differently and the resumed run would not be bit-identical.
+    trainer = Trainer.load(ckpt, backend=args.backend and _host_backend(args.backend))
+    remaining = args.iterations - trainer.iteration
+    if remaining < 0:
+        raise CLIError(f"--resume: the checkpoint is already at iteration "
+                       f"{trainer.iteration} > --iterations {args.iterations}")
+    _make_out(out)
+    result = trainer.fit(remaining, progress=not args.quiet, checkpoint=ckpt,
+                         checkpoint_every=args.checkpoint_every)
+    return result, trainer.loss.backend or "auto"
+
+
+def _make_out(out: str) -> None:
+    """Create the output directory, or say why it cannot be."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"--out {out!r} exists and is not a directory")
     try:
@@ -273,119 +269,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CLIError(f"cannot create output directory {out!r}: {exc.strerror or exc}") from None
 
-    theta0 = trainer.theta_initial
-    before = trainer.evaluate(theta0)
-    t0 = time.perf_counter()
-    trainer.run(remaining, progress=False if args.quiet else "auto", checkpoint=ckpt,
-                checkpoint_every=args.checkpoint_every)
-    elapsed = time.perf_counter() - t0
-    after = trainer.record_evaluation()
 
-    config = trainer.get_config()
-    np.savez(os.path.join(out, "params.npz"), theta=trainer.theta, theta_initial=theta0,
-             config=np.array(json.dumps(config)))
-    trainer.history.to_csv(os.path.join(out, "history.csv"))
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .cells import report
 
-    import kdentropy as kde
-    P, counts = kde.pattern_counts(after["final"], trainer.loss.threshold)
-    mode = P[int(np.argmax(counts))]
-    summary = {
-        "hard_entropy_before": before["hard_entropy"],
-        "hard_entropy_after": after["hard_entropy"],
-        "soft_entropy_before": before["soft_entropy"],
-        "soft_entropy_after": after["soft_entropy"],
-        "fraction_on": after["fraction_on"],
-        "boundaries": after["boundaries"],
-        "distinct_before": before["distinct"],
-        "distinct_after": after["distinct"],
-        "fraction_on_before": before["fraction_on"],
-        "boundaries_before": before["boundaries"],
-        "mode_pattern": _pattern_string(mode),
-        "mode_fraction": after["mode_fraction"],
-        "iterations": trainer.iteration,
-        "elapsed_s": elapsed,
-        "seed": trainer.seed,
-        "backend": backend,
-        "eval_batch": trainer.eval_batch,
-        "unit": "nats",
-        "config": config,
-    }
-    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2)
-        fh.write("\n")
-
-    written = ["params.npz", "history.csv", "summary.json", "checkpoint.npz"]
-    plot_note = ""
-    if not args.no_plot:
-        try:
-            _plot_training(trainer, theta0, os.path.join(out, "training.png"))
-            written.append("training.png")
-        except ImportError:
-            plot_note = " (matplotlib not installed: no training.png)"
-
+    out = args.out
+    ckpt = os.path.join(out, "checkpoint.npz")
+    result, backend = (_train_resumed if args.resume else _train_new)(args, ckpt, out)
+    written, note = report.write_report(result, out, backend, plot=not args.no_plot)
     if not args.quiet:
-        system = trainer.system
-        print(f"trained {trainer.iteration} iterations in {elapsed:.1f} s "
-              f"(seed {trainer.seed}, backend {backend})")
-        print(f"evaluation: {trainer.eval_batch} fresh runs of {system.n_cells} cells, "
-              f"{system.steps} steps")
-        print(f"  hard entropy  {before['hard_entropy']:7.4f} -> {after['hard_entropy']:7.4f} nats"
-              f"   (distinct patterns {before['distinct']} -> {after['distinct']})")
-        print(f"  soft entropy  {before['soft_entropy']:7.4f} -> {after['soft_entropy']:7.4f} nats")
-        print(f"  fraction on   {before['fraction_on']:7.3f} -> {after['fraction_on']:7.3f}"
-              f"   boundaries {before['boundaries']:.2f} -> {after['boundaries']:.2f}")
-        print(f"  most common pattern ({100 * after['mode_fraction']:.0f}% of runs): "
-              f"{_pattern_string(mode)}")
-        print(f"wrote {', '.join(written)} to {out}{plot_note}")
+        print(report.summary_text(result, backend, written, out, note), end="")
     return 0
-
-
-def _plot_training(trainer: Trainer, theta0: np.ndarray, path: str, n_show: int = 4) -> None:
-    """Space-time diagrams of a few evaluation runs before/after, and the entropy curves."""
-    # The object-oriented API with an explicit Agg canvas: no pyplot, so no
-    # global backend switch and no interference with the caller's figures.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    system = trainer.system
-    x0, xi = trainer.eval_inputs
-    k = min(n_show, x0.shape[0])
-    trajs = [system.rollout(th, x0[:k], xi[:, :k], keep_caches=False,
-                            keep_trajectory=True).trajectory for th in (theta0, trainer.theta)]
-    fig = Figure(figsize=(2.4 * k + 0.8, 8.5))
-    FigureCanvasAgg(fig)
-    # Fixed margins rather than constrained layout, which triples the drawing time.
-    grid = fig.add_gridspec(3, k, height_ratios=[1, 1, 1.1], left=0.07, right=0.98,
-                            bottom=0.06, top=0.94, hspace=0.45, wspace=0.25)
-    fig.text(0.5, 0.99, f"{system.n_cells} cells, {system.steps} steps: space-time diagrams of "
-             f"evaluation runs (cell on = black), and the entropy during training",
-             ha="center", va="top", fontsize=10)
-    for row, (traj, label) in enumerate(zip(trajs, ("before", "after"))):
-        for j in range(k):
-            ax = fig.add_subplot(grid[row, j])
-            ax.imshow(traj[:, j, :], cmap="gray_r", vmin=0, vmax=1, aspect="auto",
-                      interpolation="nearest")
-            ax.set_title(f"{label} training, run {j + 1}", fontsize=9)
-            ax.set_xlabel("cell", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("step", fontsize=8)
-            ax.tick_params(labelsize=7)
-    ax = fig.add_subplot(grid[2, :])
-    h = trainer.history.as_arrays()
-    ev = trainer.history.evaluations()
-    train_rows = ~np.isnan(h["soft_entropy"])
-    ax.plot(h["iteration"][train_rows], h["soft_entropy"][train_rows], lw=1, alpha=0.7,
-            label="soft entropy (training batch)")
-    ax.plot(h["iteration"][train_rows], h["hard_entropy"][train_rows], lw=1, alpha=0.7,
-            label="hard entropy (training batch)")
-    ax.plot(ev["iteration"], ev["eval_hard_entropy"], "o-", ms=3,
-            label=f"hard entropy ({trainer.eval_batch} fresh runs)")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("entropy (nats)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100)
 
 
 # ----------------------------------------------------------------------------- entropy

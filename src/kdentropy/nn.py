@@ -1,6 +1,6 @@
 """Tiny neural networks on one flat parameter vector, with hand-written backward passes.
 
-Every model keeps *all* of its parameters in one flat float64 vector ``theta``;
+Every model keeps *all* of its parameters in one flat float64 vector ``params``;
 layers only know where their slice of it starts and how it is shaped. So an
 optimizer (:mod:`kdentropy.optim`) or ``scipy.optimize.minimize(..., jac=True)``
 sees one vector, checkpoints are one array, and no parameter is ever copied
@@ -10,25 +10,25 @@ A model exposes
 
 ``n_params``
     Length of its parameter vector.
-``init(rng) -> theta``
+``init(rng) -> params``
     A freshly initialised vector (Glorot or He, from a seeded generator).
-``forward(theta, x) -> (y, cache)``
+``forward(params, x) -> (y, cache)``
     ``x`` has shape ``(..., in_features)``; any leading axes are a batch.
-``backward(theta, cache, dy) -> (dx, dtheta)``
-    Gradients of a scalar loss with respect to the input and to ``theta``,
-    given ``dy = dL/dy``; ``dtheta`` is a new flat float64 vector.
+``backward(params, cache, dy) -> (dx, dparams)``
+    Gradients of a scalar loss with respect to the input and to ``params``,
+    given ``dy = dL/dy``; ``dparams`` is a new flat float64 vector.
 
 Examples
 --------
 >>> import numpy as np
 >>> from kdentropy.nn import MLP
 >>> net = MLP([3, 8, 1], activation="tanh", output_activation="sigmoid")
->>> theta = net.init(np.random.default_rng(0))
->>> y, cache = net.forward(theta, np.zeros((5, 7, 3)))
+>>> params = net.init(np.random.default_rng(0))
+>>> y, cache = net.forward(params, np.zeros((5, 7, 3)))
 >>> y.shape
 (5, 7, 1)
->>> dx, dtheta = net.backward(theta, cache, np.ones_like(y))
->>> dx.shape, dtheta.shape == (net.n_params,)
+>>> dx, dparams = net.backward(params, cache, np.ones_like(y))
+>>> dx.shape, dparams.shape == (net.n_params,)
 ((5, 7, 3), True)
 """
 
@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import expit
+
+from . import _validation
 
 __all__ = ["ACTIVATIONS", "Dense", "MLP"]
 
@@ -88,62 +89,8 @@ def _activation_grad(name: str, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return dy
 
 
-def _check_activation(name: Any, argname: str) -> str:
-    if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise ValueError(f"{argname} must be one of {ACTIVATIONS}; got {name!r}")
-    return name
-
-
-def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int, or a TypeError/ValueError naming ``name``.
-
-    Shared by :mod:`kdentropy.optim` and :mod:`kdentropy.cells`.
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
-
-
-def _check_theta(theta: ArrayLike, size: int, *, at_least: bool = False) -> np.ndarray:
-    """``theta`` as a float64 vector of ``size`` (or, with ``at_least``, >= size) entries.
-
-    Real floating inputs are converted (a copy); anything else is a TypeError,
-    so a complex or integer vector is never silently truncated.
-    """
-    theta = np.asarray(theta)
-    if theta.dtype != np.float64:
-        if not np.issubdtype(theta.dtype, np.floating):
-            raise TypeError(f"theta must be a float64 vector; got dtype {theta.dtype}")
-        theta = theta.astype(np.float64)
-    if theta.ndim != 1 or (theta.shape[0] < size if at_least else theta.shape[0] != size):
-        want = f"at least {size} entries" if at_least else f"shape ({size},)"
-        raise ValueError(f"theta must be a vector of {want}; got shape {theta.shape}")
-    return theta
-
-
-def _require_float64_vector(theta: Any) -> None:
-    """Views must write through: refuse anything that would need a converted copy."""
-    if not (isinstance(theta, np.ndarray) and theta.dtype == np.float64 and theta.ndim == 1):
-        raise TypeError("theta must be a 1-D float64 numpy array (views write into it)")
-
-
-def _check_rng(rng: Any) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-
-
-def _real_array(a: ArrayLike, name: str) -> np.ndarray:
-    """``a`` as float64; complex or non-numeric input is a TypeError, never truncated."""
-    a = np.asarray(a)
-    if np.iscomplexobj(a) or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        raise TypeError(f"{name} must be a real array; got dtype {a.dtype}")
-    return a.astype(np.float64, copy=False)
-
-
 def _check_input(x: ArrayLike, in_features: int) -> np.ndarray:
-    x = _real_array(x, "x")
+    x = _validation.real_array(x, "x")
     if x.ndim < 1 or x.shape[-1] != in_features:
         raise ValueError(f"x must have shape (..., {in_features}); got {x.shape}")
     return x
@@ -152,7 +99,7 @@ def _check_input(x: ArrayLike, in_features: int) -> np.ndarray:
 class Dense:
     """Fully connected layer ``y = f(x @ W + b)`` on a slice of a flat vector.
 
-    The layer owns ``theta[offset : offset + n_params]``: first ``W`` of shape
+    The layer owns ``params[offset : offset + n_params]``: first ``W`` of shape
     ``(in_features, out_features)`` in row-major order, then ``b`` of shape
     ``(out_features,)``.
 
@@ -174,21 +121,21 @@ class Dense:
     --------
     >>> import numpy as np
     >>> layer = Dense(4, 2, activation="relu")
-    >>> theta = layer.init(np.random.default_rng(0))
-    >>> y, cache = layer.forward(theta, np.ones((10, 4)))
+    >>> params = layer.init(np.random.default_rng(0))
+    >>> y, cache = layer.forward(params, np.ones((10, 4)))
     >>> y.shape, layer.n_params
     ((10, 2), 10)
     """
 
     def __init__(self, in_features: int, out_features: int, activation: str = "identity",
                  *, init: str = "auto", offset: int = 0) -> None:
-        self.in_features = _check_int(in_features, "in_features")
-        self.out_features = _check_int(out_features, "out_features")
-        self.activation = _check_activation(activation, "activation")
-        if init not in _INITS:
-            raise ValueError(f"init must be one of {_INITS}; got {init!r}")
-        self.init_scheme = ("he" if activation == "relu" else "glorot") if init == "auto" else init
-        self.offset = _check_int(offset, "offset", minimum=0)
+        self.in_features = _validation.integer(in_features, "in_features")
+        self.out_features = _validation.integer(out_features, "out_features")
+        self.activation = _validation.choice(activation, "activation", ACTIVATIONS)
+        init = _validation.choice(init, "init", _INITS)
+        self.init_scheme = ("he" if self.activation == "relu" else "glorot") if init == "auto" \
+            else init
+        self.offset = _validation.integer(offset, "offset", minimum=0)
         self.n_weights = self.in_features * self.out_features
         self.n_params = self.n_weights + self.out_features
 
@@ -196,12 +143,12 @@ class Dense:
         return (f"Dense({self.in_features}, {self.out_features}, "
                 f"activation={self.activation!r}, init={self.init_scheme!r})")
 
-    def views(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def views(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """This layer's weights and bias as views into the model's flat vector.
 
         Parameters
         ----------
-        theta : ndarray of float64, shape (offset + n_params,) or longer
+        params : ndarray of float64, shape (offset + n_params,) or longer
             The model's whole parameter vector; writing to the views writes
             to it.
 
@@ -211,21 +158,21 @@ class Dense:
         b : ndarray, shape (out_features,)
         """
         start = self.offset
-        W = theta[start:start + self.n_weights].reshape(self.in_features, self.out_features)
-        b = theta[start + self.n_weights:start + self.n_params]
+        W = params[start:start + self.n_weights].reshape(self.in_features, self.out_features)
+        b = params[start + self.n_weights:start + self.n_params]
         return W, b
 
-    def init_into(self, theta: np.ndarray, rng: np.random.Generator) -> None:
-        """Initialise this layer's slice of ``theta`` in place.
+    def init_into(self, params: np.ndarray, rng: np.random.Generator) -> None:
+        """Initialise this layer's slice of ``params`` in place.
 
         Parameters
         ----------
-        theta : ndarray of float64
+        params : ndarray of float64
             The model's whole parameter vector; only this layer's slice changes.
         rng : numpy.random.Generator
             Source of the random weights.
         """
-        W, b = self.views(theta)
+        W, b = self.views(params)
         fan_in, fan_out = self.in_features, self.out_features
         if self.init_scheme == "he":
             W[...] = rng.standard_normal(W.shape) * math.sqrt(2.0 / fan_in)
@@ -246,19 +193,19 @@ class Dense:
 
         Returns
         -------
-        theta : ndarray of float64, shape (offset + n_params,)
+        params : ndarray of float64, shape (offset + n_params,)
         """
-        _check_rng(rng)
-        theta = np.zeros(self.offset + self.n_params)
-        self.init_into(theta, rng)
-        return theta
+        _validation.generator(rng)
+        params = np.zeros(self.offset + self.n_params)
+        self.init_into(params, rng)
+        return params
 
-    def forward(self, theta: ArrayLike, x: ArrayLike) -> tuple[np.ndarray, tuple]:
+    def forward(self, params: ArrayLike, x: ArrayLike) -> tuple[np.ndarray, tuple]:
         """Layer output and the cache that :meth:`backward` needs.
 
         Parameters
         ----------
-        theta : array_like, shape (offset + n_params,) or longer
+        params : array_like, shape (offset + n_params,) or longer
             Flat parameter vector holding this layer's slice.
         x : array_like, shape (..., in_features)
 
@@ -268,25 +215,26 @@ class Dense:
         cache : tuple
             Opaque; pass it to :meth:`backward`.
         """
-        theta = _check_theta(theta, self.offset + self.n_params, at_least=True)
+        params = _validation.float_vector(params, "params", self.offset + self.n_params,
+                                          at_least=True)
         x = _check_input(x, self.in_features)
-        return self._forward(theta, x)
+        return self._forward(params, x)
 
-    def _forward(self, theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, tuple]:
-        W, b = self.views(theta)
+    def _forward(self, params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        W, b = self.views(params)
         # One 2-D GEMM over all leading axes: faster than a stacked 3-D matmul.
         z = (x.reshape(-1, self.in_features) @ W).reshape(x.shape[:-1] + (self.out_features,))
         z += b
         y = _activate(self.activation, z)
         return y, (x, y)
 
-    def backward(self, theta: ArrayLike, cache: tuple, dy: ArrayLike
+    def backward(self, params: ArrayLike, cache: tuple, dy: ArrayLike
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Gradients with respect to the input and the parameters.
 
         Parameters
         ----------
-        theta : array_like
+        params : array_like
             The vector given to :meth:`forward`.
         cache : tuple
             From :meth:`forward`.
@@ -296,31 +244,32 @@ class Dense:
         Returns
         -------
         dx : ndarray of float64, shape like ``x``
-        dtheta : ndarray of float64, shape like ``theta``
+        dparams : ndarray of float64, shape like ``params``
             Zero outside this layer's slice.
         """
-        theta = _check_theta(theta, self.offset + self.n_params, at_least=True)
+        params = _validation.float_vector(params, "params", self.offset + self.n_params,
+                                          at_least=True)
         dy = np.asarray(dy, dtype=np.float64)
         if dy.shape != cache[1].shape:
             raise ValueError(f"dy must have the shape of y, {cache[1].shape}; got {dy.shape}")
-        dtheta = np.zeros(theta.shape[0])
-        dx = self._backward_into(theta, cache, dy, dtheta)
-        return dx, dtheta
+        dparams = np.zeros(params.shape[0])
+        dx = self._backward_into(params, cache, dy, dparams)
+        return dx, dparams
 
-    def _backward_into(self, theta: np.ndarray, cache: tuple, dy: np.ndarray,
-                       dtheta: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        """Accumulate ``dL/dtheta`` into ``dtheta`` and return ``dL/dx``."""
+    def _backward_into(self, params: np.ndarray, cache: tuple, dy: np.ndarray,
+                       dparams: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Accumulate ``dL/dparams`` into ``dparams`` and return ``dL/dx``."""
         x, y = cache
         dz = _activation_grad(self.activation, y, dy)
         # Fold every leading (batch) axis into one so dW is a single GEMM.
         x2 = x.reshape(-1, self.in_features)
         dz2 = dz.reshape(-1, self.out_features)
-        dW, db = self.views(dtheta)
+        dW, db = self.views(dparams)
         dW += x2.T @ dz2
         db += dz2.sum(axis=0)
         if not need_dx:
             return None
-        W, _ = self.views(theta)
+        W, _ = self.views(params)
         return (dz2 @ W.T).reshape(x.shape)
 
 
@@ -349,14 +298,14 @@ class MLP:
     >>> import numpy as np
     >>> from scipy.optimize import check_grad
     >>> net = MLP([2, 5, 1])
-    >>> theta = net.init(np.random.default_rng(1))
+    >>> params = net.init(np.random.default_rng(1))
     >>> x = np.random.default_rng(2).standard_normal((6, 2))
     >>> def f(t):
     ...     return 0.5 * float(np.sum(net.forward(t, x)[0] ** 2))
     >>> def g(t):
     ...     y, cache = net.forward(t, x)
     ...     return net.backward(t, cache, y)[1]
-    >>> bool(check_grad(f, g, theta) < 1e-6)
+    >>> bool(check_grad(f, g, params) < 1e-6)
     True
     """
 
@@ -369,9 +318,10 @@ class MLP:
                             f"got {type(sizes).__name__}") from None
         if len(sizes) < 2:
             raise ValueError(f"sizes needs at least [in_features, out_features]; got {sizes}")
-        self.sizes = [_check_int(s, "sizes[%d]" % i) for i, s in enumerate(sizes)]
-        self.activation = _check_activation(activation, "activation")
-        self.output_activation = _check_activation(output_activation, "output_activation")
+        self.sizes = [_validation.integer(s, "sizes[%d]" % i) for i, s in enumerate(sizes)]
+        self.activation = _validation.choice(activation, "activation", ACTIVATIONS)
+        self.output_activation = _validation.choice(output_activation, "output_activation",
+                                                    ACTIVATIONS)
         self.layers: list[Dense] = []
         offset = 0
         for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
@@ -388,12 +338,12 @@ class MLP:
         return (f"MLP({self.sizes}, activation={self.activation!r}, "
                 f"output_activation={self.output_activation!r})")
 
-    def views(self, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per-layer weights and biases as views into ``theta``.
+    def views(self, params: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per-layer weights and biases as views into ``params``.
 
         Parameters
         ----------
-        theta : ndarray of float64, shape (n_params,)
+        params : ndarray of float64, shape (n_params,)
             Writing to the views writes to it, so it must already be a
             float64 array (no converted copy is made).
 
@@ -402,9 +352,9 @@ class MLP:
         list of (W, b)
             One pair per layer, as :meth:`Dense.views`.
         """
-        _require_float64_vector(theta)
-        theta = _check_theta(theta, self.n_params)
-        return [layer.views(theta) for layer in self.layers]
+        _validation.inplace_vector(params, "params", writable=False)
+        params = _validation.float_vector(params, "params", self.n_params)
+        return [layer.views(params) for layer in self.layers]
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
         """A freshly initialised parameter vector.
@@ -416,20 +366,20 @@ class MLP:
 
         Returns
         -------
-        theta : ndarray of float64, shape (n_params,)
+        params : ndarray of float64, shape (n_params,)
         """
-        _check_rng(rng)
-        theta = np.zeros(self.n_params)
+        _validation.generator(rng)
+        params = np.zeros(self.n_params)
         for layer in self.layers:
-            layer.init_into(theta, rng)
-        return theta
+            layer.init_into(params, rng)
+        return params
 
-    def forward(self, theta: ArrayLike, x: ArrayLike) -> tuple[np.ndarray, list]:
+    def forward(self, params: ArrayLike, x: ArrayLike) -> tuple[np.ndarray, list]:
         """Network output and the cache that :meth:`backward` needs.
 
         Parameters
         ----------
-        theta : array_like, shape (n_params,)
+        params : array_like, shape (n_params,)
         x : array_like, shape (..., in_features)
             Leading axes are a batch; everything is vectorised over them.
 
@@ -439,24 +389,24 @@ class MLP:
         cache : list
             Opaque; pass it to :meth:`backward`.
         """
-        theta = _check_theta(theta, self.n_params)
+        params = _validation.float_vector(params, "params", self.n_params)
         x = _check_input(x, self.in_features)
-        return self._forward(theta, x)
+        return self._forward(params, x)
 
-    def _forward(self, theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list]:
+    def _forward(self, params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list]:
         cache = []
         for layer in self.layers:
-            x, c = layer._forward(theta, x)
+            x, c = layer._forward(params, x)
             cache.append(c)
         return x, cache
 
-    def backward(self, theta: ArrayLike, cache: list, dy: ArrayLike
+    def backward(self, params: ArrayLike, cache: list, dy: ArrayLike
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Gradients with respect to the input and the parameters.
 
         Parameters
         ----------
-        theta : array_like, shape (n_params,)
+        params : array_like, shape (n_params,)
             The vector given to :meth:`forward`.
         cache : list
             From :meth:`forward`.
@@ -466,20 +416,20 @@ class MLP:
         Returns
         -------
         dx : ndarray of float64, shape like ``x``
-        dtheta : ndarray of float64, shape (n_params,)
+        dparams : ndarray of float64, shape (n_params,)
         """
-        theta = _check_theta(theta, self.n_params)
+        params = _validation.float_vector(params, "params", self.n_params)
         dy = np.asarray(dy, dtype=np.float64)
         if dy.shape != cache[-1][1].shape:
             raise ValueError(f"dy must have the shape of y, {cache[-1][1].shape}; got {dy.shape}")
-        dtheta = np.zeros(self.n_params)
-        dx = self._backward_into(theta, cache, dy, dtheta)
-        return dx, dtheta
+        dparams = np.zeros(self.n_params)
+        dx = self._backward_into(params, cache, dy, dparams)
+        return dx, dparams
 
-    def _backward_into(self, theta: np.ndarray, cache: list, dy: np.ndarray,
-                       dtheta: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        """Accumulate ``dL/dtheta`` into ``dtheta`` (no allocation) and return ``dL/dx``."""
+    def _backward_into(self, params: np.ndarray, cache: list, dy: np.ndarray,
+                       dparams: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Accumulate ``dL/dparams`` into ``dparams`` (no allocation) and return ``dL/dx``."""
         for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i]._backward_into(theta, cache[i], dy, dtheta,
+            dy = self.layers[i]._backward_into(params, cache[i], dy, dparams,
                                                need_dx=need_dx or i > 0)
         return dy

@@ -1,9 +1,9 @@
 """First-order optimizers on flat float64 parameter vectors.
 
-Each optimizer updates ``theta`` **in place** from a flat gradient with
-``step(theta, grad)``. Everything that evolves during optimisation (the step
+Each optimizer updates ``params`` **in place** from a flat gradient with
+``step(params, grad)``. Everything that evolves during optimisation (the step
 count and the moment buffers) is in :meth:`Optimizer.state_dict`, so saving it
-next to ``theta`` and restoring it with :meth:`Optimizer.load_state_dict`
+next to ``params`` and restoring it with :meth:`Optimizer.load_state_dict`
 continues a run bit for bit. Hyperparameters are constructor arguments;
 :meth:`Optimizer.get_config` and :func:`from_config` rebuild an optimizer from
 them.
@@ -17,11 +17,11 @@ Examples
 --------
 >>> import numpy as np
 >>> from kdentropy.optim import Adam
->>> theta = np.array([3.0, -2.0])
+>>> params = np.array([3.0, -2.0])
 >>> opt = Adam(lr=0.1)
 >>> for _ in range(500):
-...     _ = opt.step(theta, 2.0 * theta)      # gradient of ||theta||^2; updates in place
->>> bool(np.linalg.norm(theta) < 1e-3)
+...     _ = opt.step(params, 2.0 * params)    # gradient of ||params||^2; updates in place
+>>> bool(np.linalg.norm(params) < 1e-3)
 True
 """
 
@@ -34,28 +34,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._api import _positive, _real_scalar
-from .nn import _check_int, _real_array
+from . import _validation
+from ._validation import integer as _integer
+from ._validation import nonnegative as _nonnegative
+from ._validation import positive as _positive
+from ._validation import unit_interval as _unit_interval
 
 __all__ = [
     "Schedule", "Constant", "Cosine", "Exponential",
     "Optimizer", "SGD", "Adam", "AdamW",
-    "clip_grad_norm", "from_config",
+    "from_config",
 ]
-
-
-def _nonnegative(value: Any, name: str) -> float:
-    value = _real_scalar(value, name)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0; got {value}")
-    return value
-
-
-def _unit_interval(value: Any, name: str) -> float:
-    value = _real_scalar(value, name)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1); got {value}")
-    return value
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -116,11 +105,11 @@ class Cosine(Schedule):
 
     def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0, warmup: int = 0) -> None:
         self.lr = _positive(lr, "lr")
-        self.total_steps = _check_int(total_steps, "total_steps")
+        self.total_steps = _integer(total_steps, "total_steps")
         self.min_lr = _nonnegative(min_lr, "min_lr")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr must be <= lr; got {self.min_lr} > {self.lr}")
-        self.warmup = _check_int(warmup, "warmup", 0)
+        self.warmup = _integer(warmup, "warmup", 0)
         if self.warmup >= self.total_steps:
             raise ValueError(f"warmup must be < total_steps = {self.total_steps}; "
                              f"got {self.warmup}")
@@ -154,7 +143,7 @@ class Exponential(Schedule):
         self.gamma = _positive(gamma, "gamma")
         if self.gamma > 1.0:
             raise ValueError(f"gamma must be in (0, 1]; got {self.gamma}")
-        self.decay_steps = _check_int(decay_steps, "decay_steps")
+        self.decay_steps = _integer(decay_steps, "decay_steps")
 
     def __call__(self, step: int) -> float:
         return self.lr * self.gamma ** (step / self.decay_steps)
@@ -173,45 +162,12 @@ def _as_schedule(lr: float | Schedule) -> Schedule:
     return Constant(lr)
 
 
-# ----------------------------------------------------------------------------- clipping
-
-def clip_grad_norm(grad: ArrayLike, max_norm: float) -> tuple[np.ndarray, float]:
-    """Rescale a gradient so that its Euclidean norm is at most ``max_norm``.
-
-    Parameters
-    ----------
-    grad : array_like
-        The gradient; not modified.
-    max_norm : float
-        Largest allowed norm (> 0).
-
-    Returns
-    -------
-    clipped : ndarray of float64
-        ``grad * min(1, max_norm / ||grad||)`` (a new array).
-    norm : float
-        The norm of ``grad`` before clipping.
-
-    Examples
-    --------
-    >>> g, n = clip_grad_norm([3.0, 4.0], 2.5)
-    >>> g.tolist(), n
-    ([1.5, 2.0], 5.0)
-    """
-    max_norm = _positive(max_norm, "max_norm")
-    g = np.array(grad, dtype=np.float64)
-    norm = float(np.linalg.norm(g.ravel()))
-    if norm > max_norm:
-        g *= max_norm / norm
-    return g, norm
-
-
 # ----------------------------------------------------------------------------- optimizers
 
 class Optimizer:
     """Base class: validation, learning-rate schedule, clipping and state handling.
 
-    Subclasses implement ``_update(theta, grad, lr)`` and name their moment
+    Subclasses implement ``_update(params, grad, lr)`` and name their moment
     buffers in ``_buffers``.
 
     Attributes
@@ -239,44 +195,42 @@ class Optimizer:
         """The learning rate the next step will use."""
         return self.schedule(self.step_count)
 
-    def step(self, theta: np.ndarray, grad: ArrayLike) -> np.ndarray:
-        """Update ``theta`` in place from ``grad`` and return it.
+    def step(self, params: np.ndarray, grad: ArrayLike) -> np.ndarray:
+        """Update ``params`` in place from ``grad`` and return it.
 
         Parameters
         ----------
-        theta : ndarray of float64, shape (P,)
+        params : ndarray of float64, shape (P,)
             Parameter vector; modified in place.
         grad : array_like, shape (P,)
-            Gradient of the loss at ``theta``; not modified.
+            Gradient of the loss at ``params``; not modified.
 
         Returns
         -------
-        theta : ndarray
+        params : ndarray
             The same object, updated.
 
         Raises
         ------
         TypeError
-            If ``theta`` is not a writable float64 vector or ``grad`` is not real.
+            If ``params`` is not a writable float64 vector or ``grad`` is not real.
         ValueError
             If shapes disagree with each other or with the optimizer's state,
             or ``grad`` is not finite.
         """
-        if not isinstance(theta, np.ndarray) or theta.dtype != np.float64 or theta.ndim != 1:
-            raise TypeError("theta must be a 1-D float64 numpy array (it is updated in place)")
-        if not theta.flags.writeable:
-            raise TypeError("theta must be writable (it is updated in place)")
-        grad = _real_array(grad, "grad")
-        if grad.shape != theta.shape:
-            raise ValueError(f"grad must have the shape of theta, {theta.shape}; got {grad.shape}")
+        _validation.inplace_vector(params, "params", writable=True)
+        grad = _validation.real_array(grad, "grad")
+        if grad.shape != params.shape:
+            raise ValueError(f"grad must have the shape of params, {params.shape}; "
+                             f"got {grad.shape}")
         if not np.isfinite(grad).all():
             raise ValueError("grad must be finite; got NaN or infinity")
         for name in self._buffers:
             buf = self._state.get(name)
             if buf is None:
-                self._state[name] = np.zeros_like(theta)
-            elif buf.shape != theta.shape:
-                raise ValueError(f"theta has shape {theta.shape} but the optimizer state "
+                self._state[name] = np.zeros_like(params)
+            elif buf.shape != params.shape:
+                raise ValueError(f"params has shape {params.shape} but the optimizer state "
                                  f"{name!r} has shape {buf.shape}")
         norm = float(np.linalg.norm(grad))
         self.last_grad_norm = norm
@@ -284,10 +238,10 @@ class Optimizer:
             grad = grad * (self.clip_norm / norm)
         lr = self.schedule(self.step_count)
         self.step_count += 1
-        self._update(theta, grad, lr)
-        return theta
+        self._update(params, grad, lr)
+        return params
 
-    def _update(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
+    def _update(self, params: np.ndarray, grad: np.ndarray, lr: float) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -370,9 +324,9 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum.
 
-    With ``g`` the (clipped) gradient plus ``weight_decay * theta``:
-    ``v <- momentum v + g``, then ``theta <- theta - lr v`` or, with
-    Nesterov, ``theta <- theta - lr (g + momentum v)``.
+    With ``g`` the (clipped) gradient plus ``weight_decay * params``:
+    ``v <- momentum v + g``, then ``params <- params - lr v`` or, with
+    Nesterov, ``params <- params - lr (g + momentum v)``.
 
     Parameters
     ----------
@@ -395,22 +349,20 @@ class SGD(Optimizer):
                  clip_norm: float | None = None) -> None:
         super().__init__(lr, clip_norm, weight_decay)
         self.momentum = _unit_interval(momentum, "momentum")
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be True or False; got {type(nesterov).__name__}")
-        if nesterov and self.momentum == 0.0:
+        self.nesterov = _validation.boolean(nesterov, "nesterov")
+        if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.nesterov = bool(nesterov)
 
-    def _update(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
+    def _update(self, params: np.ndarray, grad: np.ndarray, lr: float) -> None:
         if self.weight_decay:
-            grad = grad + self.weight_decay * theta
+            grad = grad + self.weight_decay * params
         v = self._state["velocity"]
         v *= self.momentum
         v += grad
         if self.nesterov:
-            theta -= lr * (grad + self.momentum * v)
+            params -= lr * (grad + self.momentum * v)
         else:
-            theta -= lr * v
+            params -= lr * v
 
     def get_config(self) -> dict:
         cfg = super().get_config()
@@ -422,7 +374,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction; ``weight_decay`` is an L2 term in the gradient.
 
     ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g²``,
-    ``theta <- theta - lr m̂ / (sqrt(v̂) + eps)`` with the bias-corrected
+    ``params <- params - lr m̂ / (sqrt(v̂) + eps)`` with the bias-corrected
     moments ``m̂ = m / (1 - b1^t)``, ``v̂ = v / (1 - b2^t)``.
 
     Parameters
@@ -454,13 +406,13 @@ class Adam(Optimizer):
         self.betas = (_unit_interval(b1, "betas[0]"), _unit_interval(b2, "betas[1]"))
         self.eps = _positive(eps, "eps")
 
-    def _update(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
+    def _update(self, params: np.ndarray, grad: np.ndarray, lr: float) -> None:
         if self.weight_decay:
             if self._decoupled:
-                # AdamW: shrink theta directly, outside the adaptive scaling.
-                theta *= 1.0 - lr * self.weight_decay
+                # AdamW: shrink params directly, outside the adaptive scaling.
+                params *= 1.0 - lr * self.weight_decay
             else:
-                grad = grad + self.weight_decay * theta
+                grad = grad + self.weight_decay * params
         b1, b2 = self.betas
         m, v = self._state["m"], self._state["v"]
         m *= b1
@@ -470,7 +422,7 @@ class Adam(Optimizer):
         t = self.step_count
         m_hat = m / (1.0 - b1 ** t)
         v_hat = v / (1.0 - b2 ** t)
-        theta -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        params -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
     def get_config(self) -> dict:
         cfg = super().get_config()
@@ -481,7 +433,7 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter).
 
-    Before the Adam update, ``theta <- theta (1 - lr * weight_decay)``; the
+    Before the Adam update, ``params <- params (1 - lr * weight_decay)``; the
     decay does not pass through the adaptive moments.
 
     Parameters

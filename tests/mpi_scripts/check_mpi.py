@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 
 import numpy as np
 import scipy.stats
@@ -21,6 +22,10 @@ from mpi4py import MPI
 
 import kdentropy as kde
 from kdentropy import mpi
+
+# The shared test helpers live one directory up (tests/helpers.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import clustered  # noqa: E402
 
 comm = MPI.COMM_WORLD
 P, RANK = comm.Get_size(), comm.Get_rank()
@@ -33,12 +38,6 @@ def check(ok: bool, what: str) -> None:
     n_checks += 1
     if not ok:
         failures.append(f"rank {RANK}: {what}")
-
-
-def clustered(rng, shape, D, n_proto=4, noise=0.15):
-    """Noisy copies of a few 0/1 prototypes: 0 < H < log N and a non-vanishing gradient."""
-    protos = rng.integers(0, 2, size=(n_proto, D)).astype(np.float64)
-    return protos[rng.integers(0, n_proto, size=shape)] + noise * rng.standard_normal(shape + (D,))
 
 
 def uneven_counts(rng, N, empty=()):
@@ -69,7 +68,7 @@ def compare_soft(X, counts, backend, what, tol_value=None, tol_grad=None, **kw):
     G_ref_local = my_rows(G_ref, counts)
     N = X.shape[-2]
     float32 = G_ref.dtype == np.float32
-    if tol_value is None:  # DESIGN §5: float64 rel. 1e-12 here; float32 abs 1e-5 log N
+    if tol_value is None:  # float64: rel. 1e-12 of the single process; float32: abs 1e-5 log N
         tol_value = 1e-5 * np.log(max(N, 2)) if float32 else 1e-12 * np.abs(H_ref).max()
     if tol_grad is None:   # float64: 1e-12 of the largest entry; float32: 1e-4 of the norm
         tol_grad = 1e-4 * np.linalg.norm(G_ref) if float32 else 1e-12 * np.abs(G_ref).max()
@@ -115,6 +114,7 @@ def compare_hard(X, counts, what, threshold=0.5, base=None, normalize=False):
 
 def expect_error(exc_type, what, fn, must_mention=()):
     """``fn`` must raise ``exc_type`` on this rank (and so, run everywhere, on every rank)."""
+    msg = None
     try:
         fn()
     except exc_type as exc:
@@ -125,6 +125,8 @@ def expect_error(exc_type, what, fn, must_mention=()):
         check(False, f"{what}: raised {type(exc).__name__}({exc}), expected {exc_type.__name__}")
     else:
         check(False, f"{what}: no {exc_type.__name__} raised")
+    # The same exception everywhere, not just one of the right type.
+    same_on_all_ranks(msg, f"{what}: message")
 
 
 def soft_cases(rng, backend):
@@ -197,6 +199,8 @@ def soft_edge_cases(rng, backend):
     check(H_ctx == mpi.soft_entropy(x, backend=backend), "use_backend is not honoured")
     if backend == "cpu":
         check(mpi.soft_entropy(x, backend="auto") == H_ctx, "auto does not select cpu")
+        # cuda has no block primitives: cpu computes the blocks, GPU or not.
+        check(mpi.soft_entropy(x, backend="cuda") == H_ctx, "cuda does not fall back to cpu")
     # The ring's messages cannot be taken by a receive the caller has pending
     # on the same communicator (they travel on a duplicate of it).
     pending = comm.irecv(source=(RANK - 1) % P, tag=MPI.ANY_TAG)

@@ -1,0 +1,73 @@
+"""What a batch of final patterns looks like: exact entropy, distinct patterns, boundaries."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .. import _validation, hard
+from .topology import TOPOLOGIES, Topology, make_topology
+
+__all__ = ["pattern_stats", "batch_hard_entropy"]
+
+
+def batch_hard_entropy(X: np.ndarray, threshold: float) -> float:
+    """Exact entropy (nats) of an ``(N, D)`` batch the system produced.
+
+    The same number as :func:`kdentropy.hard_entropy`, without checking the
+    input again: the trainer's final states were checked by the loss.
+    """
+    return hard.entropy_of_counts(hard.count_rows(hard.binarize(X, threshold))[1])
+
+
+def _stats(X: np.ndarray, threshold: float, layout: Topology) -> dict:
+    """:func:`pattern_stats` of a checked ``(N, D)`` array."""
+    B = hard.binarize(X, threshold)
+    _, counts = hard.count_rows(B)
+    return {"hard_entropy": hard.entropy_of_counts(counts),
+            "distinct": int(counts.size),
+            "fraction_on": float(B.mean()) if B.size else 0.0,
+            "boundaries": float(layout.boundaries(B).mean()),
+            "mode_fraction": float(counts.max() / X.shape[0])}
+
+
+def pattern_stats(X: ArrayLike, threshold: float = 0.5, *,
+                  topology: str | Topology = "line") -> dict:
+    """Summary of a batch of final patterns.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    threshold : float, optional
+        A cell is on where ``X >= threshold``. Default 0.5.
+    topology : {"line", "ring"} or Topology, optional
+        Which cells are neighbours; on a ring the last and first cells are
+        neighbours too.
+
+    Returns
+    -------
+    dict
+        ``hard_entropy`` (nats), ``distinct`` (number of distinct patterns),
+        ``fraction_on`` (mean fraction of cells on), ``boundaries`` (mean
+        number of 0/1 boundaries per run) and ``mode_fraction`` (fraction of
+        runs giving the most common pattern).
+
+    Examples
+    --------
+    >>> s = pattern_stats([[0, 0, 1, 1], [0, 0, 1, 1]])
+    >>> s["hard_entropy"], s["fraction_on"], s["boundaries"]
+    (0.0, 0.5, 1.0)
+    """
+    if not isinstance(topology, Topology):
+        topology = _validation.choice(topology, "topology", tuple(TOPOLOGIES))
+    threshold = _validation.real_scalar(threshold, "threshold")
+    A = _validation.host_patterns(X, cast=False)  # as hard_entropy: binarising needs no copy
+    if A.ndim != 2:
+        raise ValueError(f"X must be 2-D (N, D) with N >= 1; got shape {A.shape}")
+    if isinstance(topology, str):
+        # Boundaries need only the arrangement, not the radius or the positions.
+        topology = make_topology(topology, max(A.shape[1], 1), 0, "none")
+    elif topology.n_cells != A.shape[1]:
+        raise ValueError(f"X has {A.shape[1]} cells but the topology {topology!r} has "
+                         f"{topology.n_cells}")
+    return _stats(A, threshold, topology)

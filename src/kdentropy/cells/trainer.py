@@ -1,0 +1,468 @@
+"""Seeded, checkpointable training of a cell system, and :func:`train` in one call.
+
+One training step: sample a batch of initial states and noise, roll the
+system out, take the loss and its gradient in the final states
+(:class:`~kdentropy.cells.loss.ReproducibilityLoss`), back-propagate through
+time to the parameters, and let the optimizer update them in place. The
+reported quality is the exact entropy of a fixed evaluation batch whose
+initial states and noise are never trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .. import _validation
+from .. import backends as _backends
+from ..entropy import soft_entropy
+from ..optim import Adam, Optimizer, from_config
+from . import checkpoint as _checkpoint
+from .history import History
+from .loss import ReproducibilityLoss
+from .metrics import _stats, batch_hard_entropy
+from .system import CellSystem
+
+__all__ = ["Trainer", "TrainResult", "train"]
+
+
+class _Progress:
+    """Training progress on stderr: a tqdm bar when tqdm is installed, else a line per ~10%."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.bar = total, 0, None
+        self.enabled = enabled and total > 0
+        self.every = max(1, total // 10)
+        self.last_eval = math.nan
+        if self.enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc="training", unit="it", file=sys.stderr,
+                            dynamic_ncols=True, leave=True)
+
+    def update(self, it: int, row: dict) -> None:
+        """Report the history row of iteration ``it``."""
+        if not self.enabled:
+            return
+        self.done += 1
+        if not math.isnan(row["eval_hard_entropy"]):
+            self.last_eval = row["eval_hard_entropy"]
+        if self.bar is not None:
+            post = {"loss": f"{row['loss']:.3f}", "H_batch": f"{row['hard_entropy']:.2f}"}
+            if not math.isnan(self.last_eval):
+                post["H_eval"] = f"{self.last_eval:.2f}"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+        elif self.done % self.every == 0 or self.done == self.total:
+            line = (f"iteration {it}: loss {row['loss']:.4f}  soft H {row['soft_entropy']:.4f}"
+                    f"  hard H (batch) {row['hard_entropy']:.4f}")
+            if not math.isnan(row["eval_hard_entropy"]):
+                line += f"  hard H (eval) {row['eval_hard_entropy']:.4f}"
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Close the bar, if any."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` and :meth:`Trainer.fit` return.
+
+    Attributes
+    ----------
+    params : ndarray
+        Trained parameters.
+    params_initial : ndarray
+        Parameters before training.
+    history : History
+    before, after : dict
+        :meth:`Trainer.evaluate` of the evaluation batch before and after
+        training (``final`` holds its final states).
+    elapsed_s : float
+        Wall-clock time of the training loop, evaluations included.
+    trainer : Trainer
+        For further training or :meth:`Trainer.save`.
+    """
+
+    params: np.ndarray
+    params_initial: np.ndarray
+    history: History
+    before: dict
+    after: dict
+    elapsed_s: float
+    trainer: Trainer
+
+
+class Trainer:
+    """Seeded, checkpointable training of a :class:`CellSystem`.
+
+    One seed fixes everything: it is split (``numpy.random.SeedSequence``)
+    into independent streams for the initial parameters, the training batches
+    and the evaluation batch, so the evaluation runs (initial states and
+    noise) are never seen in training, and the same seed gives the same
+    history bit for bit (for a given entropy backend and thread count).
+
+    Parameters
+    ----------
+    system : CellSystem, optional
+        Default ``CellSystem()``.
+    optimizer : Optimizer, optional
+        Default ``Adam(lr=1e-2)``.
+    loss : ReproducibilityLoss, optional
+        Default ``ReproducibilityLoss()``.
+    seed : int, optional
+        Default 0.
+    batch : int, optional
+        Runs per training iteration. Default 64.
+    eval_batch : int, optional
+        Runs in the fixed evaluation batch. Default 256.
+    eval_every : int, optional
+        :meth:`run` evaluates at iteration 0 and at every multiple of this.
+        Default 25.
+    params : array_like, optional
+        Initial parameters; default drawn from the seed.
+
+    Attributes
+    ----------
+    params : ndarray
+        Current parameters (updated in place by the optimizer).
+    params_initial : ndarray
+        The parameters training started from.
+    eval_inputs : tuple of ndarray
+        ``(x0, xi)`` of the fixed evaluation batch.
+    iteration : int
+        Optimizer steps taken.
+    history : History
+    """
+
+    def __init__(self, system: CellSystem | None = None, *, optimizer: Optimizer | None = None,
+                 loss: ReproducibilityLoss | None = None, seed: int = 0, batch: int = 64,
+                 eval_batch: int = 256, eval_every: int = 25,
+                 params: ArrayLike | None = None) -> None:
+        self.system = CellSystem() if system is None else system
+        if not isinstance(self.system, CellSystem):
+            raise TypeError(f"system must be a CellSystem; got {type(system).__name__}")
+        self.optimizer = Adam(lr=1e-2) if optimizer is None else optimizer
+        if not isinstance(self.optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a kdentropy.optim.Optimizer; "
+                            f"got {type(optimizer).__name__}")
+        self.loss = ReproducibilityLoss() if loss is None else loss
+        if not isinstance(self.loss, ReproducibilityLoss):
+            raise TypeError(f"loss must be a ReproducibilityLoss; got {type(loss).__name__}")
+        self.seed = _validation.integer(seed, "seed", 0)
+        self.batch = _validation.integer(batch, "batch", 1)
+        self.eval_batch = _validation.integer(eval_batch, "eval_batch", 1)
+        self.eval_every = _validation.integer(eval_every, "eval_every", 1)
+        init_ss, train_ss, eval_ss = np.random.SeedSequence(self.seed).spawn(3)
+        if params is None:
+            self.params = self.system.init(np.random.default_rng(init_ss))
+        else:
+            self.params = self.system._check_params(params).copy()
+        self.params_initial = self.params.copy()
+        self.rng = np.random.default_rng(train_ss)
+        self.eval_inputs = self.system.sample_inputs(np.random.default_rng(eval_ss),
+                                                     self.eval_batch)
+        self.iteration = 0
+        self.history = History()
+
+    # -- evaluation -----------------------------------------------------------
+
+    def evaluate(self, params: ArrayLike | None = None) -> dict:
+        """Statistics of the fixed evaluation batch.
+
+        Parameters
+        ----------
+        params : array_like, optional
+            Parameters to evaluate; default the current ones.
+
+        Returns
+        -------
+        dict
+            :func:`pattern_stats` plus ``soft_entropy`` and ``final`` (the
+            ``(eval_batch, D)`` final states).
+        """
+        params = self.params if params is None else params
+        X = self.system.rollout(params, *self.eval_inputs, keep_caches=False).final
+        loss = self.loss
+        # The soft entropy checks the final states; the statistics reuse them.
+        H = float(soft_entropy(X, loss.temperature, loss.sigma, threshold=loss.threshold,
+                               backend=loss.backend))
+        stats = _stats(X, loss.threshold, self.system.layout)
+        stats["soft_entropy"] = H
+        stats["final"] = X
+        return stats
+
+    def record_evaluation(self) -> dict:
+        """Evaluate the current parameters and store the result in the history row of now.
+
+        :meth:`run` does this at iteration 0 and every ``eval_every``
+        iterations; call it to add the final iteration of a run that does
+        not end on a multiple of ``eval_every``.
+
+        Returns
+        -------
+        dict
+            As :meth:`evaluate`.
+        """
+        s = self.evaluate()
+        self.history.record(self.iteration, eval_hard_entropy=s["hard_entropy"],
+                            eval_soft_entropy=s["soft_entropy"],
+                            eval_fraction_on=s["fraction_on"], eval_boundaries=s["boundaries"])
+        return s
+
+    # -- training -------------------------------------------------------------
+
+    def step(self) -> dict:
+        """One optimizer step on a fresh training batch.
+
+        Returns
+        -------
+        dict
+            The values recorded in the history row of the new iteration:
+            ``loss``, ``soft_entropy``, ``penalty``, ``hard_entropy``,
+            ``grad_norm`` and ``lr``.
+        """
+        x0, xi = self.system.sample_inputs(self.rng, self.batch)
+        value, grad, parts = self.system.loss_and_grad(self.params, x0, xi, self.loss)
+        lr = self.optimizer.lr
+        self.optimizer.step(self.params, grad)
+        self.iteration += 1
+        row = {"loss": value, "soft_entropy": parts["soft_entropy"], "penalty": parts["penalty"],
+               "hard_entropy": batch_hard_entropy(parts["final"], self.loss.threshold),
+               "grad_norm": self.optimizer.last_grad_norm, "lr": lr}
+        self.history.record(self.iteration, **row)
+        return row
+
+    def run(self, iterations: int, *, progress: bool = True,
+            checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+            callback: Callable[[Trainer], Any] | None = None) -> History:
+        """Train for ``iterations`` more steps.
+
+        Parameters
+        ----------
+        iterations : int
+            Number of optimizer steps (>= 0).
+        progress : bool, optional
+            Show progress on stderr: a tqdm bar when tqdm is installed,
+            otherwise a line every ~10% of the run. Default True.
+        checkpoint : path, optional
+            Where :meth:`save` writes (at the end, and every
+            ``checkpoint_every`` iterations if given).
+        checkpoint_every : int, optional
+            Also save every this many iterations (needs ``checkpoint``), so
+            an interrupted run can be resumed with :meth:`load`.
+        callback : callable, optional
+            Called as ``callback(trainer)`` after every iteration.
+
+        Returns
+        -------
+        History
+            ``self.history``.
+        """
+        iterations = _validation.integer(iterations, "iterations", 0)
+        if checkpoint is not None:
+            checkpoint = _checkpoint.checkpoint_path(checkpoint)  # fail now, not after training
+        if checkpoint_every is not None:
+            checkpoint_every = _validation.integer(checkpoint_every, "checkpoint_every", 1)
+            if checkpoint is None:
+                raise ValueError("checkpoint_every needs a checkpoint path")
+        progress = _validation.boolean(progress, "progress")
+        if self.iteration == 0 and len(self.history) == 0:
+            self.record_evaluation()  # row 0: the untrained system
+        bar = _Progress(iterations, progress)
+        try:
+            end = self.iteration + iterations
+            while self.iteration < end:
+                self.step()
+                # Only on multiples of eval_every (never "at the end of this
+                # call"), so the history does not depend on how a run was
+                # split into resumed pieces.
+                if self.iteration % self.eval_every == 0:
+                    self.record_evaluation()
+                bar.update(self.iteration, self.history.last)
+                if checkpoint_every and self.iteration % checkpoint_every == 0:
+                    self.save(checkpoint)
+                if callback is not None:
+                    callback(self)
+        finally:
+            bar.close()
+        if checkpoint is not None:
+            self.save(checkpoint)
+        return self.history
+
+    def fit(self, iterations: int, *, progress: bool = True,
+            checkpoint: str | os.PathLike | None = None,
+            checkpoint_every: int | None = None) -> TrainResult:
+        """Evaluate, :meth:`run` ``iterations`` more steps, evaluate again.
+
+        Works for a fresh trainer and for one resumed with :meth:`load`: the
+        "before" evaluation is always that of :attr:`params_initial`, and
+        the last iteration always gets an evaluation row.
+
+        Parameters
+        ----------
+        iterations : int
+            Optimizer steps to take (>= 0).
+        progress, checkpoint, checkpoint_every
+            As :meth:`run`.
+
+        Returns
+        -------
+        TrainResult
+        """
+        if self.iteration == 0 and len(self.history) == 0:
+            before = self.record_evaluation()  # history row 0; run() then does not repeat it
+        else:
+            before = self.evaluate(self.params_initial)
+        t0 = time.perf_counter()
+        self.run(iterations, progress=progress, checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every)
+        elapsed = time.perf_counter() - t0
+        after = self.record_evaluation()
+        return TrainResult(params=self.params.copy(), params_initial=self.params_initial.copy(),
+                           history=self.history, before=before, after=after,
+                           elapsed_s=elapsed, trainer=self)
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def get_config(self) -> dict:
+        """JSON-serialisable settings: system, loss, optimizer, seed and batch sizes.
+
+        Returns
+        -------
+        dict
+            What :meth:`save` stores to rebuild the trainer (its state, the
+            parameters, optimizer moments, random stream and history, is
+            saved beside it).
+        """
+        return {"system": self.system.get_config(), "loss": self.loss.get_config(),
+                "optimizer": self.optimizer.get_config(), "seed": self.seed,
+                "batch": self.batch, "eval_batch": self.eval_batch,
+                "eval_every": self.eval_every}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write parameters, optimizer state, RNG state, configuration and history to ``.npz``.
+
+        Parameters
+        ----------
+        path : path-like
+            Destination file (written atomically: a temporary file is renamed).
+        """
+        _checkpoint.write(path, _checkpoint.Checkpoint(
+            config=self.get_config(), params=self.params, params_initial=self.params_initial,
+            iteration=self.iteration, rng=self.rng,
+            optimizer_state=self.optimizer.state_dict(), history=self.history.as_arrays()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, backend: str | None = None) -> Trainer:
+        """Rebuild a trainer from :meth:`save`; continuing it reproduces an uninterrupted run.
+
+        Parameters
+        ----------
+        path : path-like
+            A checkpoint written by :meth:`save`.
+        backend : str, optional
+            Override the stored entropy backend.
+
+        Returns
+        -------
+        Trainer
+
+        Raises
+        ------
+        ValueError
+            If the file cannot be read, is not a kdentropy cell-training
+            checkpoint or is damaged.
+        """
+        if backend is not None:
+            backend = _backends.check_name(backend)
+        return _checkpoint.read(path, History.COLUMNS,
+                                lambda ckpt: cls._from_checkpoint(ckpt, backend))
+
+    @classmethod
+    def _from_checkpoint(cls, ckpt: _checkpoint.Checkpoint, backend: str | None) -> Trainer:
+        config = ckpt.config
+        loss_cfg = dict(config["loss"])
+        loss_cfg["band"] = tuple(loss_cfg["band"])
+        if backend is not None:
+            loss_cfg["backend"] = backend
+        trainer = cls(CellSystem(**config["system"]),
+                      optimizer=from_config(config["optimizer"]),
+                      loss=ReproducibilityLoss(**loss_cfg), seed=config["seed"],
+                      batch=config["batch"], eval_batch=config["eval_batch"],
+                      eval_every=config["eval_every"], params=ckpt.params)
+        trainer.optimizer.load_state_dict(ckpt.optimizer_state)
+        trainer.params_initial = ckpt.params_initial
+        trainer.rng = ckpt.rng
+        trainer.iteration = ckpt.iteration
+        trainer.history = History.from_arrays(ckpt.history)
+        return trainer
+
+
+def train(system: CellSystem | None = None, *, iterations: int = 200, batch: int = 64,
+          lr: float = 1e-2, optimizer: Optimizer | None = None,
+          loss: ReproducibilityLoss | None = None, seed: int = 0, eval_batch: int = 256,
+          eval_every: int = 25, backend: str | None = None, progress: bool = True,
+          checkpoint: str | os.PathLike | None = None,
+          checkpoint_every: int | None = None) -> TrainResult:
+    """Train a cell system to produce reproducible patterns.
+
+    Parameters
+    ----------
+    system : CellSystem, optional
+        Default ``CellSystem()``: 32 cells, 16 steps, a 16-unit tanh MLP on
+        the 3-neighbourhood plus two position features, noise 0.05.
+    iterations : int, optional
+        Optimizer steps. Default 200.
+    batch : int, optional
+        Runs per step. Default 64.
+    lr : float, optional
+        Adam learning rate, used when ``optimizer`` is not given. Default 1e-2.
+    optimizer : Optimizer, optional
+        Overrides ``lr``.
+    loss : ReproducibilityLoss, optional
+        Default ``ReproducibilityLoss(backend=backend)``.
+    seed : int, optional
+        Fixes parameters, training batches and evaluation batch. Default 0.
+    eval_batch, eval_every : int, optional
+        Size of the fixed evaluation batch (default 256) and how often it is
+        evaluated (default every 25 iterations, and at the last one).
+    backend : str, optional
+        Entropy backend when ``loss`` is not given.
+    progress : bool, optional
+        Show progress on stderr (see :meth:`Trainer.run`). Default True.
+    checkpoint, checkpoint_every : optional
+        See :meth:`Trainer.run`.
+
+    Returns
+    -------
+    TrainResult
+
+    Examples
+    --------
+    >>> from kdentropy.cells import CellSystem, train
+    >>> res = train(CellSystem(n_cells=8, steps=4, hidden=(8,)), iterations=3, batch=16,
+    ...             eval_batch=32, progress=False, backend="numpy")
+    >>> len(res.history), res.params.shape == res.params_initial.shape
+    (4, True)
+    """
+    if loss is None:
+        loss = ReproducibilityLoss(backend=backend)
+    if optimizer is None:
+        optimizer = Adam(lr=lr)
+    trainer = Trainer(system, optimizer=optimizer, loss=loss, seed=seed, batch=batch,
+                      eval_batch=eval_batch, eval_every=eval_every)
+    return trainer.fit(iterations, progress=progress, checkpoint=checkpoint,
+                       checkpoint_every=checkpoint_every)
