@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import kdentropy as kde
+
 ASV_DIR = Path(__file__).resolve().parents[1] / "asv_benchmarks"
 PREFIXES = ("time_", "peakmem_", "track_")
 
@@ -271,3 +273,35 @@ def test_make_results_formatting():
     assert make_results.fmt_value(float("nan"), "ratio") == "skipped"
     assert make_results._unquote("(4096, 256)") == "4096 x 256"
     assert make_results._unquote("'float32'") == "float32"
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+comparisons = importlib.import_module("benchmarks.comparisons")
+
+
+@pytest.mark.parametrize("block", [None, 100])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_alternatives_compute_the_same_soft_entropy(block, dtype):
+    """The comparison implementations time the same maths as kdentropy."""
+    X = common.clustered(300, 24, dtype)
+    H, G = comparisons.numpy_value_and_grad(X, block=block)
+    H_ref, G_ref = kde.soft_entropy_and_grad(X.astype(np.float64), common.TEMPERATURE,
+                                             common.SIGMA, backend="numpy")
+    rtol = 1e-10 if dtype == "float64" else 1e-4
+    assert G.dtype == np.dtype(dtype) and G.shape == X.shape
+    assert abs(H - H_ref) <= rtol * abs(H_ref)
+    assert np.linalg.norm(G - G_ref) <= rtol * np.linalg.norm(G_ref)
+
+
+def test_subnormal_family_reaches_float64_subnormals_and_cpu_stays_exact():
+    X = comparisons.subnormal_input(256, 1024, "float64")
+    S = 1.0 / (1.0 + np.exp(-common.TEMPERATURE * (X - common.THRESHOLD)))
+    d2 = ((S[:, None, :] - S[None, :, :]) ** 2).sum(-1)
+    K = np.exp(-d2 / (2 * common.SIGMA**2))
+    tiny = np.finfo(np.float64).tiny
+    assert np.mean((K > 0) & (K < tiny)) > 0.01  # the family does what it is for
+    H, G = kde.soft_entropy_and_grad(X, common.TEMPERATURE, common.SIGMA, backend="cpu")
+    H_ref, G_ref = kde.soft_entropy_and_grad(X, common.TEMPERATURE, common.SIGMA, backend="numpy")
+    assert H == pytest.approx(H_ref, rel=1e-12)
+    assert np.linalg.norm(G - G_ref) <= 1e-10 * np.linalg.norm(G_ref)

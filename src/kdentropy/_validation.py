@@ -187,7 +187,15 @@ def is_device_array(X: Any) -> bool:
     """
     if isinstance(X, np.ndarray):
         return False
-    return bool(getattr(X, "__cuda_ndarray__", False)) or hasattr(X, "__cuda_array_interface__")
+    if getattr(X, "__cuda_ndarray__", False):
+        return True
+    try:
+        getattr(X, "__cuda_array_interface__")
+    except AttributeError:
+        return False
+    except Exception:  # present but refusing (a PyTorch CUDA tensor that requires grad)
+        return True
+    return True
 
 
 def _to_host(X: Any, name: str) -> Any:
