@@ -8,16 +8,32 @@ hard_entropy, pattern_counts
     Exact entropy and the distinct patterns of binarised batches.
 available_backends, get_backend, set_backend, use_backend
     The backend switch (``numpy`` reference, Numba ``cpu``, ``cuda``).
+
+Optional modules: ``kdentropy.mpi`` (MPI), ``kdentropy.torch`` and
+``kdentropy.jax`` (differentiable losses), ``kdentropy.cells``, ``kdentropy.nn``
+and ``kdentropy.optim`` (training cell systems).
 """
 
-from .entropy import (
+import os as _os
+
+# The cpu backend alternates OpenBLAS products with Numba loops. OpenBLAS's
+# idle threads busy-wait for about 2**28 cycles after each product, taking the
+# cores from the Numba loop that follows (and its threads then slow the next
+# product): at N, D = 1024, 256 float32 an epilogue took 8.5 ms after a GEMM
+# instead of 0.4 ms, and the GEMM 28 ms instead of 12. OpenBLAS reads this
+# setting only when NumPy first loads it, so it helps only if kdentropy is
+# imported before NumPy (or the variable is set in the environment); an
+# explicit user setting always wins.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from .entropy import (  # noqa: E402
     hard_entropy,
     pattern_counts,
     soft_entropy,
     soft_entropy_and_grad,
     soft_entropy_grad,
 )
-from .backends import (
+from .backends import (  # noqa: E402
     BackendUnavailableError,
     available_backends,
     get_backend,

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _estimator, _validation, backends, hard
+from ._docs import KEYWORDS
 
 __all__ = [
     "soft_entropy",
@@ -91,20 +92,11 @@ _PARAMETERS_DOC = """
         precision; bool, integer and float16 inputs are computed in float64.
         Arrays with ``__cuda_array_interface__`` (CuPy, Numba device arrays)
         are processed on the GPU by the ``cuda`` backend.
-    temperature : float, optional
-        Sigmoid sharpness T > 0. Default 10.0.
-    sigma : float, optional
-        Gaussian kernel width σ > 0. Default 0.5.
-    threshold : float, optional
-        Cell value θ at which the sigmoid is 1/2. Default 0.5.
-    base : float, optional
-        Logarithm base; ``None`` (default) gives nats, 2 gives bits.
-    normalize : bool, optional
-        If True, divide by D (entropy per cell).
+    {keywords}
     backend : {"auto", "numpy", "cpu", "cuda"}, optional
         Overrides :func:`use_backend`, :func:`set_backend` and the
         ``KDENTROPY_BACKEND`` environment variable for this call.
-"""
+""".replace("{keywords}", KEYWORDS)
 
 _RAISES_DOC = """
     Raises

@@ -36,6 +36,7 @@ except ImportError as exc:  # the optional extra is not installed
         "kdentropy.jax needs JAX; install it with: pip install 'kdentropy[jax]'"
     ) from exc
 
+from ._docs import shared_keywords
 from . import _validation, backends
 from .entropy import SoftParams, soft_entropy as _np_soft_entropy, soft_entropy_and_grad
 
@@ -103,6 +104,7 @@ def _function(kw: tuple[tuple[str, Any], ...]) -> Callable[[jax.Array], jax.Arra
     return f
 
 
+@shared_keywords
 def soft_entropy(x: Any, temperature: float = 10.0, sigma: float = 0.5, *,
                  threshold: float = 0.5, base: float | None = None,
                  normalize: bool = False) -> jax.Array:
@@ -123,16 +125,7 @@ def soft_entropy(x: Any, temperature: float = 10.0, sigma: float = 0.5, *,
         when ``jax_enable_x64`` is on); float16/bfloat16 are computed in
         float64 and returned in their dtype; integer and bool inputs are
         converted to JAX's default float dtype.
-    temperature : float, optional
-        Sigmoid sharpness T > 0. Default 10.0.
-    sigma : float, optional
-        Gaussian kernel width σ > 0. Default 0.5.
-    threshold : float, optional
-        Cell value θ at which the sigmoid is 1/2. Default 0.5.
-    base : float, optional
-        Logarithm base; ``None`` (default) gives nats, 2 gives bits.
-    normalize : bool, optional
-        If True, divide by D (entropy per cell).
+    {keywords}
 
     The keywords must be Python numbers (they are static under ``jit``);
     differentiation is with respect to x only.

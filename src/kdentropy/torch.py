@@ -30,6 +30,7 @@ except ImportError as exc:  # the optional extra is not installed
         "kdentropy.torch needs PyTorch; install it with: pip install 'kdentropy[torch]'"
     ) from exc
 
+from ._docs import shared_keywords
 from . import _validation
 from .entropy import SoftParams, soft_entropy as _np_soft_entropy, soft_entropy_and_grad
 
@@ -141,6 +142,7 @@ def _apply(x: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:
     return _SoftEntropy.apply(x, kw, want_grad)
 
 
+@shared_keywords
 def soft_entropy(x: torch.Tensor, temperature: float = 10.0, sigma: float = 0.5, *,
                  threshold: float = 0.5, base: float | None = None,
                  normalize: bool = False) -> torch.Tensor:
@@ -161,16 +163,7 @@ def soft_entropy(x: torch.Tensor, temperature: float = 10.0, sigma: float = 0.5,
         tensors are computed in float64 (as the NumPy API does) and the
         gradient is returned in x's dtype. Complex tensors are a TypeError.
         Non-contiguous tensors are accepted (they are copied once).
-    temperature : float, optional
-        Sigmoid sharpness T > 0. Default 10.0.
-    sigma : float, optional
-        Gaussian kernel width σ > 0. Default 0.5.
-    threshold : float, optional
-        Cell value θ at which the sigmoid is 1/2. Default 0.5.
-    base : float, optional
-        Logarithm base; ``None`` (default) gives nats, 2 gives bits.
-    normalize : bool, optional
-        If True, divide by D (entropy per cell).
+    {keywords}
 
     Returns
     -------

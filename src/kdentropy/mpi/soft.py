@@ -29,6 +29,7 @@ import numpy as np
 from mpi4py import MPI
 from numpy.typing import ArrayLike
 
+from .._docs import KEYWORDS
 from .. import _estimator, _validation
 from ..entropy import SoftParams, one_batch_result
 from . import _agree
@@ -170,16 +171,7 @@ _PARAMETERS = """
         may be 0. float32 is computed in float32 only if every rank passes
         float32 (as for ``np.concatenate`` of the shards); other real dtypes
         are computed in float64. Device arrays are copied to the host.
-    temperature : float, optional
-        Sigmoid sharpness T > 0. Default 10.0.
-    sigma : float, optional
-        Gaussian kernel width σ > 0. Default 0.5.
-    threshold : float, optional
-        Cell value θ at which the sigmoid is 1/2. Default 0.5.
-    base : float, optional
-        Logarithm base; ``None`` (default) gives nats, 2 gives bits.
-    normalize : bool, optional
-        If True, divide by D (entropy per cell).
+    {keywords}
     backend : {"auto", "numpy", "cpu", "cuda"}, optional
         Computes the local kernel blocks; chosen as for the single-process
         functions. A backend without block primitives (``cuda``, which works
@@ -192,7 +184,7 @@ _PARAMETERS = """
         ``"allgather"`` (default) gathers all soft patterns on every rank:
         fewest messages, O(N·D) memory per rank. ``"ring"`` passes the shards
         round the ranks: O((N/P)·D + N) memory per rank.
-"""
+""".replace("{keywords}", KEYWORDS)
 
 _RAISES = """
     Raises
