@@ -1,26 +1,33 @@
 #!/usr/bin/env python
-"""Time the CUDA backend against the dense cuBLAS floor on a real GPU.
+"""Time the CUDA backend against the cuBLAS floor, a blocked-cuBLAS script and PyTorch.
 
 Standalone script (asv imports this module while discovering benchmarks, so it
 does nothing at import time and defines no ``time_*``/``peakmem_*`` names).
-Run it from the repository root on a machine with an NVIDIA GPU::
 
-    pip install ".[cuda]" cupy-cuda12x      # or cupy-cuda13x; CuPy only for the floor
-    python asv_benchmarks/gpu_floor.py                  # default sizes, markdown table
-    python asv_benchmarks/gpu_floor.py --sizes 4096x128 --repeat 3
-    python asv_benchmarks/gpu_floor.py --ptx-only --cc 8.0   # no GPU: compile check
+On a machine with an NVIDIA GPU, from the repository root::
 
-It first checks the kernels on the real device against the NumPy reference
-backend (value and gradient, both dtypes, several tiles, two populations) and
-for run-to-run bit-identity, then times value+gradient and value only at
-(N, D) = (8192, 256), (16384, 1024), (65536, 64) in float32 and float64.
+    pip install ".[cuda]"                      # numba-cuda, CuPy, a NumPy that works with both
+    python asv_benchmarks/gpu_floor.py         # default sizes, markdown table
+    python asv_benchmarks/gpu_floor.py --sizes 8192x256 --repeat 3
 
-The floor is the time cuBLAS (through CuPy) needs for the two dense products
-any method must match, ``S @ S.T`` (N x N x D) and ``(N x N) @ S``: 4 N^2 D
-flops. It is computed in row blocks so that the N x N matrix never has to fit
-in memory; this does not change the flop count. CuPy runs float32 products in
-plain FP32 unless ``CUPY_TF32=1`` is set, which the table reports. Without
-CuPy the floor columns read "n/a".
+Without a GPU (registers, spills, shared memory and occupancy of every kernel)::
+
+    pip install "numba-cuda[cu13]" nvidia-cuda-nvcc
+    python asv_benchmarks/gpu_floor.py --ptx-only
+
+One run times, on the same inputs (value + gradient, median of ``--repeat``
+calls after a warm-up, host clock around a device synchronisation):
+
+* **kdentropy-cuda**: ``soft_entropy_and_grad(X, backend="cuda")`` on a device array;
+* **cuBLAS floor**: ``S @ S.T`` then ``(N x N) @ S`` through CuPy in row blocks,
+  4 N^2 D flops: what any method that forms the two dense products costs;
+* **cupy-blocked**: :func:`blocked_reference`, the same maths in blocked CuPy
+  (one GEMM per panel, a fused reduction for the soft counts, a fused
+  element kernel for the weights, one more GEMM for ``W @ S``);
+* **torch-autograd** (when torch imports): the dense Gram formula and autograd.
+
+It prints each time, its ratio to the floor and each float32 gradient's
+norm-relative error against kdentropy's float64 gradient on the same input.
 """
 
 from __future__ import annotations
@@ -29,13 +36,19 @@ import argparse
 import math
 import os
 import platform
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-DEFAULT_SIZES = ((8192, 256), (16384, 1024), (65536, 64))
+DEFAULT_SIZES = ((4096, 64), (8192, 256), (16384, 1024), (65536, 64))
 PARAMS = dict(temperature=10.0, sigma=0.5, threshold=0.5)
 
 
@@ -60,108 +73,408 @@ def median_seconds(fn: Callable[[], object], repeat: int, sync: Callable[[], Non
     return float(np.median(times))
 
 
-def self_check(kc, kn, cuda, N: int = 700, D: int = 37) -> list[str]:
-    """Real-device correctness against the NumPy backend; returns the failures."""
-    failures = []
-    rng = np.random.default_rng(1234)
-    X64 = np.stack([clustered(rng, N, D), clustered(rng, N, D)])  # G = 2, ragged tiles
-    for dtype in (np.float64, np.float32):
-        X = X64.astype(dtype)
-        Hr, Gr = kn.value_and_grad(X, PARAMS["temperature"], PARAMS["sigma"],
-                                   PARAMS["threshold"], True)
-        d_X = cuda.to_device(X)
-        H1, d_G1 = kc.device_value_and_grad(d_X, want_grad=True, grad_scale=1.0, **PARAMS)
-        H2, d_G2 = kc.device_value_and_grad(d_X, want_grad=True, grad_scale=1.0, **PARAMS)
-        G1, G2 = d_G1.copy_to_host(), d_G2.copy_to_host()
-        if dtype == np.float64:
-            h_ok = np.allclose(H1, Hr, rtol=1e-10, atol=0)
-            g_err = np.linalg.norm(G1 - Gr) / np.linalg.norm(Gr)
-            g_ok = g_err <= 1e-10
-        else:
-            h_ok = np.all(np.abs(H1 - Hr) <= 1e-5 * math.log(X.shape[1]))
-            g_err = np.linalg.norm(G1.astype(np.float64) - Gr) / np.linalg.norm(Gr)
-            g_ok = g_err <= 1e-4
-        name = np.dtype(dtype).name
-        if not h_ok:
-            failures.append(f"{name}: H {H1} differs from the reference {Hr}")
-        if not g_ok:
-            failures.append(f"{name}: gradient norm-relative error {g_err:.2e}")
-        if not (np.array_equal(H1, H2) and np.array_equal(G1, G2)):
-            failures.append(f"{name}: two identical runs differ")
-    return failures
+# ----------------------------------------------------------------------------- competitors
+
+def _row_kernel_sums(xp: Any, Gp: Any, sq_rows: Any, sq_all: Any, i0: int, neg: float) -> Any:
+    """float64 row sums of ``exp(neg * max(|a|^2 + |b|^2 - 2 Gp, 0))`` over ``j != i``."""
+    if xp.__name__ == "cupy":
+        k = _cupy_kernels(xp)["rowsum"]
+        cols = xp.arange(Gp.shape[1])
+        rows = xp.arange(i0, i0 + Gp.shape[0])[:, None]
+        return k(Gp, sq_rows[:, None], sq_all[None, :], rows, cols[None, :], Gp.dtype.type(neg),
+                 axis=1)
+    d2 = np.maximum(sq_rows[:, None] + sq_all[None, :] - 2 * Gp, 0)
+    K = np.exp(d2 * neg)
+    K[np.arange(Gp.shape[0]), i0 + np.arange(Gp.shape[0])] = 0
+    return K.sum(axis=1, dtype=np.float64)
 
 
-def floor_seconds(cp, S, repeat: int, block_bytes: int) -> float:
+def _weights_in_place(xp: Any, Gp: Any, sq_rows: Any, sq_all: Any, g_rows: Any, g_all: Any,
+                      i0: int, neg: float) -> None:
+    """``Gp <- K_ij (g_i + g_j)`` with 0 on the diagonal."""
+    if xp.__name__ == "cupy":
+        rows = xp.arange(i0, i0 + Gp.shape[0])[:, None]
+        cols = xp.arange(Gp.shape[1])[None, :]
+        _cupy_kernels(xp)["weights"](sq_rows[:, None], sq_all[None, :], g_rows[:, None],
+                                     g_all[None, :], rows, cols, Gp.dtype.type(neg), Gp)
+        return
+    d2 = np.maximum(sq_rows[:, None] + sq_all[None, :] - 2 * Gp, 0)
+    Gp[...] = np.exp(d2 * neg) * (g_rows[:, None] + g_all[None, :])
+    Gp[np.arange(Gp.shape[0]), i0 + np.arange(Gp.shape[0])] = 0
+
+
+_CUPY_KERNELS: dict[str, Any] = {}
+
+
+def _cupy_kernels(cp: Any) -> dict[str, Any]:
+    if not _CUPY_KERNELS:
+        _CUPY_KERNELS["rowsum"] = cp.ReductionKernel(
+            "T gp, T a, T b, int64 i, int64 j, T neg", "float64 s",
+            "(i == j) ? 0.0 : (double)exp(max(a + b - 2 * gp, (T)0) * neg)",
+            "x + y", "s = a", "0", "kde_rowsum")
+        _CUPY_KERNELS["weights"] = cp.ElementwiseKernel(
+            "T a, T b, T ga, T gb, int64 i, int64 j, T neg", "T gp",
+            "gp = (i == j) ? (T)0 : exp(max(a + b - 2 * gp, (T)0) * neg) * (ga + gb)",
+            "kde_weights")
+    return _CUPY_KERNELS
+
+
+def blocked_reference(xp: Any, X: Any, temperature: float, sigma: float, threshold: float,
+                      panel_bytes: int = 2**31) -> tuple[float, Any]:
+    """Soft entropy and gradient of one ``(N, D)`` population in blocked array code.
+
+    The plain form of the Gram-panel route (``xp`` is CuPy on a GPU; NumPy
+    works too and is what the tests check it with): S centred on its column
+    mean; per panel of rows, one GEMM, a fused kernel for the float64 soft
+    counts; then the weights in place and one more GEMM for ``W @ S``.
+    Memory ``O(N D + rows N)``.
+    """
+    N, D = X.shape
+    dt = X.dtype
+    S = (1 / (1 + xp.exp(-temperature * (X.astype(xp.float64) - threshold)))).astype(dt)
+    Sc = (S - S.astype(xp.float64).mean(axis=0)).astype(dt)
+    sq = (Sc.astype(xp.float64) ** 2).sum(axis=1).astype(dt)
+    neg = -0.5 / sigma ** 2
+    rows = max(1, min(N, panel_bytes // (N * dt.itemsize)))
+    buf = xp.empty((rows, N), dtype=dt)
+    C0 = xp.empty(N, dtype=xp.float64)
+    spans = [(a, min(N, a + rows)) for a in range(0, N, rows)]
+    for a, b in spans:
+        Gp = buf[: b - a]
+        xp.matmul(Sc[a:b], Sc.T, out=Gp)
+        C0[a:b] = _row_kernel_sums(xp, Gp, sq[a:b], sq, a, neg)
+    g = (1 / (1 + C0)).astype(dt)
+    V = xp.empty((N, D), dtype=xp.float64)
+    for a, b in spans:
+        Gp = buf[: b - a]
+        xp.matmul(Sc[a:b], Sc.T, out=Gp)
+        _weights_in_place(xp, Gp, sq[a:b], sq, g[a:b], g, a, neg)
+        rowsum = Gp.sum(axis=1, dtype=xp.float64)
+        V[a:b] = rowsum[:, None] * Sc[a:b] - (Gp @ Sc)
+    H = math.log(N) - float(xp.log1p(C0).mean())
+    S64 = S.astype(xp.float64)
+    grad = (V / (N * sigma ** 2) * temperature * S64 * (1 - S64)).astype(dt)
+    return H, grad
+
+
+def floor_seconds(cp: Any, S: Any, repeat: int, block_bytes: int) -> float:
     """Median time of the blocked dense products S S^T and (N x N) S with cuBLAS."""
     N, D = S.shape
     rows = max(1, min(N, block_bytes // (N * S.itemsize)))
     K = cp.empty((rows, N), dtype=S.dtype)
     out = cp.empty((rows, D), dtype=S.dtype)
-    ST = S.T
 
-    def gemms():
+    def gemms() -> None:
         for r0 in range(0, N, rows):
             n = min(N, r0 + rows) - r0
-            cp.matmul(S[r0:r0 + n], ST, out=K[:n])
+            cp.matmul(S[r0:r0 + n], S.T, out=K[:n])
             cp.matmul(K[:n], S, out=out[:n])
 
     return median_seconds(gemms, repeat, cp.cuda.Device().synchronize)
 
 
-def compile_only(cc: tuple[int, int]) -> int:
-    """Compile every kernel specialisation to PTX for ``cc``; needs NVVM, not a GPU.
+def torch_value_and_grad(torch: Any, X: Any, temperature: float, sigma: float,
+                         threshold: float) -> tuple[float, Any]:
+    """Dense Gram formula and autograd: what a PyTorch user would write (O(N^2) memory)."""
+    X = X.detach().requires_grad_(True)
+    S = torch.sigmoid(temperature * (X - threshold))
+    sq = (S * S).sum(dim=1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * S @ S.T).clamp_min(0)
+    C = torch.exp(-d2 / (2 * sigma ** 2)).sum(dim=1)
+    H = math.log(X.shape[0]) - torch.log(C).mean()
+    H.backward()
+    return float(H), X.grad
 
-    A check for machines without a GPU (``pip install 'numba-cuda[cu13]'``, or
-    ``cu12``, brings the NVVM/NVRTC libraries): it catches code that the CUDA
-    simulator accepts but the real compiler rejects, and reports each kernel's
-    PTX size and whether it spills to local memory.
-    """
+
+# ----------------------------------------------------------------------------- GPU run
+
+def self_check(kde: Any, cuda: Any) -> list[str]:
+    """Real-device correctness against the NumPy backend on both routes; returns the failures."""
+    failures = []
+    rng = np.random.default_rng(1234)
+    for N, D in ((700, 37), (300, 160)):
+        X64 = np.stack([clustered(rng, N, D), clustered(rng, N, D)])  # G = 2, ragged tiles
+        for dtype in (np.float64, np.float32):
+            X = X64.astype(dtype)
+            Hr, Gr = kde.soft_entropy_and_grad(X, backend="numpy", **PARAMS)
+            d_X = cuda.to_device(X)
+            H1, d_G1 = kde.soft_entropy_and_grad(d_X, backend="cuda", **PARAMS)
+            H2, d_G2 = kde.soft_entropy_and_grad(d_X, backend="cuda", **PARAMS)
+            G1, G2 = d_G1.copy_to_host(), d_G2.copy_to_host()
+            g_err = np.linalg.norm(G1.astype(np.float64) - Gr) / np.linalg.norm(Gr)
+            h_err = float(np.max(np.abs(H1 - Hr)))
+            f64 = dtype == np.float64
+            name = f"{np.dtype(dtype).name} {N}x{D}"
+            if h_err > (1e-10 * np.max(np.abs(Hr)) if f64 else 1e-5 * math.log(N)):
+                failures.append(f"{name}: H error {h_err:.1e}")
+            if g_err > (1e-10 if f64 else 1e-4):
+                failures.append(f"{name}: gradient norm-relative error {g_err:.1e}")
+            if not (np.array_equal(H1, H2) and np.array_equal(G1, G2)):
+                failures.append(f"{name}: two identical runs differ")
+    return failures
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    """Timing table on a real GPU."""
     from numba import cuda
+
+    import kdentropy as kde
+    from kdentropy.backends import cuda as kc
+
+    if kc.SIMULATOR or kc.unavailable_reason() is not None:
+        print("gpu_floor.py needs a real CUDA GPU (and NUMBA_ENABLE_CUDASIM unset): "
+              f"{kc.unavailable_reason() or 'the simulator is enabled'}", file=sys.stderr)
+        return 2
+    try:
+        import cupy as cp
+    except ImportError:
+        cp = None
+    try:
+        import torch
+        torch = torch if torch.cuda.is_available() else None
+    except ImportError:
+        torch = None
+
+    dev = cuda.get_current_device()
+    name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+    import numba_cuda
+
+    print(f"device: {name}, compute capability {dev.compute_capability}, "
+          f"{dev.MULTIPROCESSOR_COUNT} SMs")
+    print(f"numba-cuda {numba_cuda.__version__}, numpy {np.__version__}, "
+          f"cupy {cp.__version__ if cp else 'not installed'}, "
+          f"torch {torch.__version__ if torch else 'not available'}, "
+          f"python {platform.python_version()}, CUPY_TF32={os.environ.get('CUPY_TF32', '0')}")
+    if not args.skip_check:
+        failures = self_check(kde, cuda)
+        if failures:
+            print("CHECK FAILED:\n  " + "\n  ".join(failures))
+            return 1
+        print("check: both routes match the NumPy backend, runs are bit-identical")
+    sync = cp.cuda.Device().synchronize if cp is not None else cuda.synchronize
+
+    def timed(fn: Callable[[], Any]) -> tuple[float | None, Any]:
+        try:
+            out = fn()
+            return median_seconds(fn, args.repeat, sync), out
+        except Exception as exc:  # out of memory and the like: report, keep going
+            print(f"  ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})")
+            if cp is not None:
+                cp.get_default_memory_pool().free_all_blocks()
+            if torch is not None:
+                torch.cuda.empty_cache()
+            return None, None
+
+    def to_host(a: Any) -> np.ndarray | None:
+        if a is None:
+            return None
+        if hasattr(a, "detach"):
+            return a.detach().cpu().numpy().astype(np.float64)
+        if hasattr(a, "get"):
+            return a.get().astype(np.float64)
+        return a.copy_to_host().astype(np.float64)
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for N, D in args.sizes:
+        X32 = clustered(rng, N, D).astype(np.float32)  # same values in both dtypes
+        results: dict[tuple[str, str], tuple[float | None, np.ndarray | None]] = {}
+        for dname in args.dtypes:
+            Xh = X32.astype(dname)
+            d_X = cp.asarray(Xh) if cp is not None else cuda.to_device(Xh)
+            t, out = timed(lambda: kde.soft_entropy_and_grad(d_X, backend="cuda", **PARAMS))
+            results["kdentropy-cuda", dname] = (t, to_host(out[1]) if out else None)
+            if cp is not None:
+                results["floor", dname] = (floor_seconds(cp, d_X, args.repeat,
+                                                         args.floor_block_mib * 2**20), None)
+                t, out = timed(lambda: blocked_reference(cp, d_X, panel_bytes=args.floor_block_mib
+                                                         * 2**20, **PARAMS))
+                results["cupy-blocked", dname] = (t, to_host(out[1]) if out else None)
+                del d_X
+                cp.get_default_memory_pool().free_all_blocks()
+            if torch is not None:
+                tX = torch.as_tensor(Xh, device="cuda")
+                t, out = timed(lambda: torch_value_and_grad(torch, tX, **PARAMS))
+                results["torch-autograd", dname] = (t, to_host(out[1]) if out else None)
+                del tX, out
+                torch.cuda.empty_cache()
+        ref = results.get(("kdentropy-cuda", "float64"), (None, None))[1]
+        for dname in args.dtypes:
+            floor = results.get(("floor", dname), (None, None))[0]
+            cells = []
+            for method in ("kdentropy-cuda", "cupy-blocked", "torch-autograd"):
+                t, grad = results.get((method, dname), (None, None))
+                if t is None:
+                    cells.append("n/a")
+                    continue
+                text = f"{1e3 * t:.2f}"
+                if floor:
+                    text += f" ({t / floor:.2f}x"
+                    if dname == "float32" and ref is not None and grad is not None:
+                        text += f", err {np.linalg.norm(grad - ref) / np.linalg.norm(ref):.0e}"
+                    text += ")"
+                cells.append(text)
+            floor_text = f"{1e3 * floor:.2f}" if floor else "n/a"
+            rows.append(f"| {N}x{D} | {dname} | {floor_text} | " + " | ".join(cells) + " |")
+    print()
+    print("Value + gradient, ms (ratio to the cuBLAS floor, float32 gradient error vs "
+          "kdentropy float64):\n")
+    print("| N x D | dtype | cuBLAS floor | kdentropy-cuda | cupy-blocked | torch-autograd |")
+    print("|---|---|---:|---:|---:|---:|")
+    print("\n".join(rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------- PTX / ptxas
+
+# Per architecture: registers per SM, max threads per SM, max blocks per SM,
+# usable shared memory per SM (bytes) and the per-block reservation.
+_ARCH = {(8, 0): (65536, 2048, 32, 164 * 1024, 1024),
+         (9, 0): (65536, 2048, 32, 228 * 1024, 1024)}
+
+
+def occupancy(cc: tuple[int, int], regs: int, smem: int, threads: int) -> float:
+    """Theoretical occupancy (resident warps / maximum warps) of one kernel."""
+    reg_file, max_threads, max_blocks, smem_sm, reserved = _ARCH[cc]
+    warps = -(-threads // 32)
+    regs_per_warp = -(-max(regs, 1) * 32 // 256) * 256  # allocated in 256-register units
+    by_regs = (reg_file // regs_per_warp) // warps
+    by_smem = smem_sm // (smem + reserved)
+    by_threads = max_threads // (warps * 32)
+    blocks = min(by_regs, by_smem, by_threads, max_blocks)
+    return blocks * warps / (max_threads // 32)
+
+
+def _kernel_table() -> list[tuple[str, Any, list[tuple], int]]:
+    """(name, dispatcher, signatures, threads per block) for every kernel of the backend."""
     from numba import types as nt
+
+    from kdentropy.backends.cuda import _elementwise, _fused, _panels
+
+    f64 = nt.float64
+    table = []
+    for ft in (nt.float32, nt.float64):
+        dt = np.dtype(str(ft))
+        x3, x2, x1 = ft[:, :, ::1], ft[:, ::1], ft[::1]
+        for gram in (True, False):
+            k = _fused.kernels(dt, gram)
+            form = "gram" if gram else "direct"
+            table.append((f"fused.counts[{ft},{form}]", k["counts"],
+                          [(x3, f64[:, ::1], f64[:, :, ::1], ft, nt.int64, nt.int64)],
+                          _fused.TILINGS[dt, "counts"].threads ** 2))
+            table.append((f"fused.weighted[{ft},{form}]", k["weighted"],
+                          [(x3, f64[:, ::1], x2, f64[:, :, :, ::1], ft, nt.int64, nt.int64,
+                            nt.int64)],
+                          _fused.TILINGS[dt, "weighted"].threads ** 2))
+        p = _panels._epilogues(dt)
+        T = _panels.PANEL_THREADS
+        table.append((f"panel.counts[{ft}]", p["counts"],
+                      [(x2, f64[::1], nt.int64, ft, nt.boolean, f64[::1])], T))
+        table.append((f"panel.weights[{ft}]", p["weights"],
+                      [(x2, f64[::1], x1, nt.int64, ft, nt.boolean, f64[::1])], T))
+        table.append((f"panel.rows[{ft}]", p["rows"],
+                      [(f64[::1], x2, x2, nt.int64, f64[:, ::1])], T))
+        e = _elementwise.kernels(dt)
+        T = 256
+        table.append((f"sigmoid_3d[{ft}]", e["sigmoid_3d"],
+                      [(src[:, :, :], x3, f64, f64, nt.int32[::1])
+                       for src in (ft, nt.boolean, nt.int64, nt.float16)], T))
+        table.append((f"sigmoid_2d[{ft}]", e["sigmoid_2d"],
+                      [(ft[:, :], x3, nt.int64, f64, f64, nt.int32[::1])], T))
+        table.append((f"center[{ft}]", e["center"],
+                      [(nt.float32[:, :, ::1], f64[:, ::1], x3),
+                       (nt.float64[:, :, ::1], f64[:, ::1], x3)], T))
+        table.append((f"chain_rule[{ft}]", e["chain_rule"],
+                      [(f64[::1], x1, x1, f64, f64)], T))
+        table.append((f"column_partials[{ft}]", _elementwise._column_partials,
+                      [(x3, f64[:, :, ::1], nt.int64)], T))
+        table.append((f"row_norms[{ft}]", _elementwise._row_norms,
+                      [(x3, f64[:, ::1], f64[:, ::1])], T))
+    table.append(("column_mean", _elementwise._column_mean,
+                  [(f64[:, :, ::1], f64[:, ::1], f64)], 256))
+    table.append(("sum_partials", _elementwise._sum_partials, [(f64[:, ::1], f64[::1])], 256))
+    return table
+
+
+def _find_ptxas() -> str | None:
+    """The ptxas of the pip-installed toolkit (it matches NVVM's PTX version), else PATH's."""
+    for base in map(Path, sys.path):
+        if base.is_dir():
+            for candidate in sorted((base / "nvidia").glob("*/bin/ptxas")):
+                return str(candidate)
+    return shutil.which("ptxas")
+
+
+_PTXAS_REGS = re.compile(r"Used (\d+) registers")
+_PTXAS_SMEM = re.compile(r"Used \d+ registers.*?(\d+) bytes smem")
+_PTXAS_SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def ptxas_report(ptxas: str, ptx: str, cc: tuple[int, int]) -> tuple[int, int, int]:
+    """``(registers, spill bytes, static shared memory bytes)`` of the kernel in ``ptx``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        proc = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{cc[0]}{cc[1]}", str(src),
+                               "-o", str(Path(tmp) / "k.cubin")],
+                              capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"ptxas failed: {log.strip()[:400]}")
+    regs = _PTXAS_REGS.search(log)
+    smem = _PTXAS_SMEM.search(log)
+    spill = _PTXAS_SPILL.search(log)
+    regs = int(regs.group(1)) if regs else -1
+    smem = int(smem.group(1)) if smem else 0
+    spills = int(spill.group(1)) + int(spill.group(2)) if spill else 0
+    return regs, spills, smem
+
+
+def ptx_only(ccs: list[tuple[int, int]]) -> int:
+    """Compile every kernel to PTX for each ``cc`` and report ptxas's resource use (no GPU)."""
     import numba.cuda.dispatcher as dispatcher
+    from numba import cuda
 
     from kdentropy.backends import cuda as kc
 
     if kc.SIMULATOR:
         print("unset NUMBA_ENABLE_CUDASIM for --ptx-only", file=sys.stderr)
         return 2
-
-    class _Device:  # device functions ask the current device for its compute capability
-        compute_capability = cc
-
-    dispatcher.get_current_device = _Device  # no GPU: answer for the requested target
-
+    ptxas = _find_ptxas()
+    if ptxas is None:
+        print("ptxas not found: pip install nvidia-cuda-nvcc (or put the CUDA toolkit on PATH)",
+              file=sys.stderr)
+        return 2
     status = 0
-    for ft in (nt.float32, nt.float64):
-        k = kc._kernels(np.dtype(str(ft)))
-        x3, x2 = ft[:, :, ::1], ft[:, ::1]
-        sigs = {
-            "sigmoid_3d": [(ft[:, :, :], x3, ft, ft, nt.int32[::1])],
-            "sigmoid_2d": [(ft[:, :], x3, nt.int64, ft, ft, nt.int32[::1])],
-            "counts": [(x3, nt.float64[:, :, ::1], ft, nt.int64)],
-            "reduce_counts": [(nt.float64[:, :, ::1], nt.float64[:, ::1], x2)],
-            "grad": [(x3, x2, nt.float64[:, :, :, ::1], ft, nt.int64)],
-            "finalize_grad": [(nt.float64[:, :, :, ::1], x3, x3, nt.float64)],
-        }
-        if ft is nt.float64:  # other real dtypes are converted in the sigmoid kernels
-            for src in (nt.boolean, nt.int8, nt.uint8, nt.int32, nt.int64, nt.float16):
-                sigs["sigmoid_3d"].append((src[:, :, :], x3, ft, ft, nt.int32[::1]))
-                sigs["sigmoid_2d"].append((src[:, :], x3, nt.int64, ft, ft, nt.int32[::1]))
-        for name, siglist in sigs.items():
-            for sig in siglist:
+    print("| kernel | threads | " + " | ".join(
+        f"sm_{a}{b} regs | spills | smem B | occupancy" for a, b in ccs) + " |")
+    print("|---|---:|" + "---:|---:|---:|---:|" * len(ccs))
+    for name, kernel, sigs, threads in _kernel_table():
+        worst: list[tuple[int, int, int, float]] = []
+        for cc in ccs:
+            class _Device:  # device functions ask the current device for its capability
+                compute_capability = cc
+            dispatcher.get_current_device = _Device
+            figures = []
+            for sig in sigs:
                 try:
-                    ptx, _ = cuda.compile_ptx(k[name].py_func, sig, cc=cc)
+                    ptx, _ = cuda.compile_ptx(
+                        kernel.py_func, sig, cc=cc,
+                        launch_bounds=kernel.targetoptions.get("launch_bounds"))
+                    figures.append(ptxas_report(ptxas, ptx, cc))
                 except Exception as exc:  # report every failure, not just the first
                     if type(exc).__name__ == "DynamicLibNotFoundError":
                         print(f"the CUDA compiler libraries are missing ({exc}); install "
-                              "them with pip install 'numba-cuda[cu13]' (or [cu12])",
-                              file=sys.stderr)
+                              "them with pip install 'numba-cuda[cu13]'", file=sys.stderr)
                         return 2
-                    print(f"FAIL {ft} {name} {sig}: {type(exc).__name__}: {exc}")
+                    print(f"FAIL {name} {sig} sm_{cc[0]}{cc[1]}: {type(exc).__name__}: {exc}")
                     status = 1
-                    continue
-                spill = "local memory" if ".local" in ptx else "no local memory"
-                print(f"ok   {ft} {name:14s} {len(ptx) // 1024:4d} KiB PTX, {spill}")
+            if figures:
+                regs, spills, smem = (max(f[i] for f in figures) for i in range(3))
+                worst.append((regs, spills, smem, occupancy(cc, regs, smem, threads)))
+        if len(worst) == len(ccs):
+            print(f"| {name} | {threads} | " + " | ".join(
+                f"{r} | {s} | {m} | {100 * o:.0f} %" for r, s, m, o in worst) + " |")
     return status
 
 
@@ -181,92 +494,19 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="NxD", help="problem sizes (default: %(default)s)")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (median)")
-    parser.add_argument("--floor-block-mib", type=int, default=2048,
-                        help="memory for one row block of the N x N floor product")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (median)")
+    parser.add_argument("--floor-block-mib", type=int, default=4096,
+                        help="memory for one row block of the N x N products")
     parser.add_argument("--skip-check", action="store_true",
                         help="skip the correctness check against the NumPy backend")
     parser.add_argument("--ptx-only", action="store_true",
-                        help="no GPU needed: only compile the kernels to PTX (needs NVVM)")
-    parser.add_argument("--cc", default="9.0", help="compute capability for --ptx-only")
+                        help="no GPU needed: ptxas resource use of every kernel")
+    parser.add_argument("--cc", nargs="+", default=["8.0", "9.0"],
+                        help="compute capabilities for --ptx-only (default: 8.0 9.0)")
     args = parser.parse_args(argv)
     if args.ptx_only:
-        major, minor = (int(v) for v in args.cc.split("."))
-        return compile_only((major, minor))
-
-    from numba import cuda
-
-    from kdentropy.backends import cuda as kc
-    from kdentropy.backends import numpy as kn
-
-    if kc.SIMULATOR or not cuda.is_available():
-        print("gpu_floor.py needs a real CUDA GPU (and NUMBA_ENABLE_CUDASIM unset): "
-              f"{kc.unavailable_reason() or 'the simulator is enabled'}", file=sys.stderr)
-        return 2
-    try:
-        import cupy as cp
-    except ImportError:
-        cp = None
-
-    dev = cuda.get_current_device()
-    name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
-    import numba_cuda
-
-    print(f"device: {name}, compute capability {dev.compute_capability}, "
-          f"{dev.MULTIPROCESSOR_COUNT} SMs")
-    print(f"numba-cuda {numba_cuda.__version__}, numpy {np.__version__}, "
-          f"cupy {cp.__version__ if cp else 'not installed'}, python {platform.python_version()}"
-          + (f", CUPY_TF32={os.environ.get('CUPY_TF32', '0')}" if cp else ""))
-
-    if not args.skip_check:
-        failures = self_check(kc, kn, cuda)
-        if failures:
-            print("CHECK FAILED:\n  " + "\n  ".join(failures))
-            return 1
-        print("check: value and gradient match the NumPy backend, runs are bit-identical")
-    print()
-
-    sync = cuda.synchronize
-    rng = np.random.default_rng(0)
-    rows = []
-    for N, D in args.sizes:
-        X32 = clustered(rng, N, D).astype(np.float32)
-        grads = {}
-        for dtype_name in args.dtypes:
-            dtype = np.dtype(dtype_name)
-            d_X = cuda.to_device(X32.astype(dtype))  # same values in both dtypes
-            t_vg = median_seconds(lambda: kc.device_value_and_grad(
-                d_X, want_grad=True, grad_scale=1.0, **PARAMS), args.repeat, sync)
-            t_v = median_seconds(lambda: kc.device_value_and_grad(
-                d_X, want_grad=False, grad_scale=1.0, **PARAMS), args.repeat, sync)
-            _, d_G = kc.device_value_and_grad(d_X, want_grad=True, grad_scale=1.0, **PARAMS)
-            grads[dtype_name] = d_G.copy_to_host().astype(np.float64)
-            del d_G
-            t_floor = None
-            if cp is not None:
-                S = cp.asarray(X32.astype(dtype))
-                t_floor = floor_seconds(cp, S, args.repeat, args.floor_block_mib * 2**20)
-                del S
-                cp.get_default_memory_pool().free_all_blocks()
-            rows.append((N, D, dtype_name, t_vg, t_v, t_floor))
-        if "float32" in grads and "float64" in grads:
-            err = np.linalg.norm(grads["float32"] - grads["float64"]) / np.linalg.norm(
-                grads["float64"])
-            print(f"N={N} D={D}: float32 gradient vs float64, norm-relative error {err:.1e}")
-
-    print()
-    print("| N | D | dtype | value+grad (ms) | value only (ms) | cuBLAS floor (ms) "
-          "| ratio to floor | dense-equivalent TFLOP/s |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
-    for N, D, dtype_name, t_vg, t_v, t_floor in rows:
-        flops = 4.0 * N * N * D  # the two dense products of the floor
-        floor = f"{1e3 * t_floor:.1f}" if t_floor is not None else "n/a"
-        ratio = f"{t_vg / t_floor:.2f}" if t_floor is not None else "n/a"
-        print(f"| {N} | {D} | {dtype_name} | {1e3 * t_vg:.1f} | {1e3 * t_v:.1f} | {floor} "
-              f"| {ratio} | {flops / t_vg / 1e12:.2f} |")
-    if cp is None:
-        print("\nInstall CuPy (cupy-cuda12x or cupy-cuda13x) for the cuBLAS floor columns.")
-    return 0
+        return ptx_only([tuple(int(v) for v in cc.split(".")) for cc in args.cc])
+    return run_gpu(args)
 
 
 if __name__ == "__main__":

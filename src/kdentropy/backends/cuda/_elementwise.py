@@ -1,0 +1,205 @@
+"""Element-wise and O(N·D) kernels: soft patterns, centring statistics, partial sums, chain rule.
+
+All of them are grid-stride loops over independent items, so every value is
+computed by one thread in a fixed order: the results do not depend on the
+launch geometry and are bit-identical from run to run.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+from numba import cuda, float32, float64
+
+from ... import _estimator
+from ._device import SIMULATOR, elementwise_grid, try_reshape
+
+# The sigmoid and its slope are the estimator's own scalar functions, compiled
+# for the device: the formula lives in one place for every backend.
+_sigmoid = cuda.jit(device=True)(_estimator.sigmoid)
+_sigmoid_slope = cuda.jit(device=True)(_estimator.sigmoid_slope)
+
+# Rows per partial column sum; the partial sums are then added in row-chunk order.
+_COLUMN_CHUNK = 3 if SIMULATOR else 256
+
+
+@functools.cache
+def kernels(dtype: np.dtype) -> dict[str, Any]:
+    """Element-wise kernels whose output has ``dtype`` (float32 or float64)."""
+    ft = float32 if np.dtype(dtype) == np.float32 else float64
+
+    @cuda.jit
+    def sigmoid_3d(X, S, T, theta, bad):
+        G, N, D = X.shape
+        ND = N * D
+        for idx in range(cuda.grid(1), G * ND, cuda.gridsize(1)):
+            g = idx // ND
+            rem = idx - g * ND
+            i = rem // D
+            k = rem - i * D
+            x = float64(X[g, i, k])
+            if not math.isfinite(x):
+                bad[0] = 1
+            S[g, i, k] = ft(_sigmoid(x, T, theta))
+
+    @cuda.jit
+    def sigmoid_2d(X, S, g, T, theta, bad):
+        N, D = X.shape
+        for idx in range(cuda.grid(1), N * D, cuda.gridsize(1)):
+            i = idx // D
+            k = idx - i * D
+            x = float64(X[i, k])
+            if not math.isfinite(x):
+                bad[0] = 1
+            S[g, i, k] = ft(_sigmoid(x, T, theta))
+
+    @cuda.jit
+    def center(S, mean, Sc):
+        # Sc = S - mean in this kernel's dtype (the Gram products' precision).
+        G, N, D = S.shape
+        ND = N * D
+        for idx in range(cuda.grid(1), G * ND, cuda.gridsize(1)):
+            g = idx // ND
+            rem = idx - g * ND
+            i = rem // D
+            k = rem - i * D
+            Sc[g, i, k] = ft(float64(S[g, i, k]) - mean[g, k])
+
+    @cuda.jit
+    def chain_rule(V, S, out, T, factor):
+        # dH/dX = factor * V * T S (1 - S), formed in float64 and rounded once.
+        for idx in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+            out[idx] = ft(factor * V[idx] * _sigmoid_slope(float64(S[idx]), T))
+
+    return {"sigmoid_3d": sigmoid_3d, "sigmoid_2d": sigmoid_2d, "center": center,
+            "chain_rule": chain_rule}
+
+
+@cuda.jit
+def _column_partials(S, part, rows):
+    # part[g, c, k] = sum of S[g, i, k] over the c-th chunk of ``rows`` rows.
+    G, N, D = S.shape
+    C = part.shape[1]
+    for idx in range(cuda.grid(1), G * C * D, cuda.gridsize(1)):
+        g = idx // (C * D)
+        rem = idx - g * (C * D)
+        c = rem // D
+        k = rem - c * D
+        s = 0.0
+        for i in range(c * rows, min(N, (c + 1) * rows)):
+            s += float64(S[g, i, k])
+        part[g, c, k] = s
+
+
+@cuda.jit
+def _column_mean(part, mean, N):
+    G, C, D = part.shape
+    for idx in range(cuda.grid(1), G * D, cuda.gridsize(1)):
+        g = idx // D
+        k = idx - g * D
+        s = 0.0
+        for c in range(C):
+            s += part[g, c, k]
+        mean[g, k] = s / N
+
+
+@cuda.jit
+def _row_norms(S, mean, sqn):
+    # Squared norms of the exactly centred rows, in float64.
+    G, N, D = S.shape
+    for idx in range(cuda.grid(1), G * N, cuda.gridsize(1)):
+        g = idx // N
+        i = idx - g * N
+        s = 0.0
+        for k in range(D):
+            t = float64(S[g, i, k]) - mean[g, k]
+            s += t * t
+        sqn[g, i] = s
+
+
+@cuda.jit
+def _sum_partials(partial, out):
+    # out[m] = sum_p partial[p, m], in p order (no atomics).
+    P, M = partial.shape
+    for m in range(cuda.grid(1), M, cuda.gridsize(1)):
+        s = 0.0
+        for p in range(P):
+            s += partial[p, m]
+        out[m] = s
+
+
+def soft_patterns(X: Any, dtype: np.dtype, temperature: float, threshold: float) -> Any:
+    """Device ``S = sigmoid(T (X - theta))`` of shape ``(G, N, D)`` and ``dtype``.
+
+    ``X`` is a device array of shape ``(..., N, D)`` with any strides and any
+    real dtype; it is read in place.
+
+    Raises
+    ------
+    ValueError
+        If X holds NaN or infinity (checked on the device; one flag comes back).
+    """
+    shape = tuple(int(n) for n in X.shape)
+    N, D = shape[-2:]
+    G = math.prod(shape[:-2])
+    S = cuda.device_array((G, N, D), dtype=dtype)
+    if S.size == 0:
+        return S
+    k = kernels(np.dtype(dtype))
+    T, theta = float(temperature), float(threshold)
+    bad = cuda.to_device(np.zeros(1, dtype=np.int32))
+    if len(shape) == 2:
+        k["sigmoid_2d"][elementwise_grid(N * D)](X, S, 0, T, theta, bad)
+    else:
+        X3 = X if len(shape) == 3 else try_reshape(X, (G, N, D))
+        if X3 is not None:
+            k["sigmoid_3d"][elementwise_grid(G * N * D)](X3, S, T, theta, bad)
+        else:
+            # Leading axes that cannot be merged without a copy: one launch per
+            # population on its strided 2-D view (still no host round trip).
+            for g, idx in enumerate(np.ndindex(*shape[:-2])):
+                k["sigmoid_2d"][elementwise_grid(N * D)](X[idx], S, g, T, theta, bad)
+    if bad.copy_to_host()[0]:
+        raise ValueError("X must not contain NaN or infinity")
+    return S
+
+
+def column_stats(S: Any) -> tuple[Any, Any]:
+    """Column means ``(G, D)`` and squared centred row norms ``(G, N)`` of device ``S``, in float64."""
+    G, N, D = S.shape
+    chunks = -(-N // _COLUMN_CHUNK)
+    part = cuda.device_array((G, chunks, D), dtype=np.float64)
+    mean = cuda.device_array((G, D), dtype=np.float64)
+    sqn = cuda.device_array((G, N), dtype=np.float64)
+    _column_partials[elementwise_grid(G * chunks * D)](S, part, _COLUMN_CHUNK)
+    _column_mean[elementwise_grid(G * D)](part, mean, float(N))
+    _row_norms[elementwise_grid(G * N)](S, mean, sqn)
+    return mean, sqn
+
+
+def centered(S: Any, mean: Any, dtype: np.dtype) -> Any:
+    """``S - mean`` as a new device array of ``dtype`` (the Gram products' precision)."""
+    Sc = cuda.device_array(S.shape, dtype=dtype)
+    kernels(np.dtype(dtype))["center"][elementwise_grid(S.size)](S, mean, Sc)
+    return Sc
+
+
+def sum_partials(partial: Any, out: Any) -> None:
+    """``out = partial.sum(axis=0)`` in a fixed order, for float64 device arrays."""
+    P = partial.shape[0]
+    flat_in = partial.reshape(P, partial.size // P)
+    flat_out = out.reshape(out.size)
+    _sum_partials[elementwise_grid(out.size)](flat_in, flat_out)
+
+
+def chain_rule(V: Any, S: Any, temperature: float, factor: float) -> Any:
+    """``factor * V * sigmoid_slope(S, T)`` as a new device array like ``S``."""
+    out = cuda.device_array(S.shape, dtype=S.dtype)
+    if out.size:
+        kernels(np.dtype(S.dtype))["chain_rule"][elementwise_grid(out.size)](
+            V.reshape(V.size), S.reshape(S.size), out.reshape(out.size),
+            float(temperature), float(factor))
+    return out

@@ -1,0 +1,425 @@
+"""Fused, register-tiled pair kernels: no N x N value is ever written to memory.
+
+A thread block owns ``B = TH * R`` rows of one population and sweeps a
+contiguous split of the column tiles (``B`` columns each). Per tile, the
+``TH x TH`` threads each hold an ``R x R`` register tile of pairs; the rows'
+cells are staged ``KT`` at a time in shared memory (k-major, padded). Two
+ways of forming ``d2_ij`` are compiled, chosen by the caller from the
+conditioning of the problem, never by the user:
+
+* ``gram=True``: ``d2 = |Sc_i|^2 + |Sc_j|^2 - 2 Sc_i . Sc_j`` on centred
+  rows, one FMA per pair and cell, clamped at 0. Its rounding error is about
+  ``eps |Sc|^2``, which the caller allows only when ``eps max|Sc|^2 / sigma^2``
+  is small.
+* ``gram=False``: direct differences ``sum_k (S_ik - S_jk)^2``, two
+  instructions per pair and cell, accurate for every sigma (float32 slices of
+  ``KT`` cells are summed first, then the slices: error ~ ``(KT + D / KT) eps``).
+
+Pass 1 (:func:`counts`) fuses distance -> exp -> float64 row sums; the
+``TH`` threads that share a row add their sums through shared memory in a
+fixed order and each column split writes its own partial row sums, which
+are added in split order: no atomics, bit-identical repeats.
+
+Pass 2 (:func:`weighted_sums`) recomputes each distance tile, stores the
+weights ``w_ij = K_ij (g_i + g_j)`` (0 for ``j = i``) in shared memory and
+applies them to a ``DC``-cell chunk of the column rows (one chunk per block:
+the grid's y axis enumerates column split x D chunk). The apply step is
+``sum_j w_ij Sc_j`` plus ``sum_j w_ij`` (Gram form, one FMA per pair and cell)
+or ``sum_j w_ij (S_i - S_j)`` (direct form); float32 tile sums are added to
+float64 register accumulators after every column tile. Each output cell
+belongs to one thread of one block, so the partials are plain stores.
+Memory: ``O(P G N D)`` float64 partials for ``P`` column splits, with ``P``
+capped so that they stay under :data:`SPLIT_BUFFER_BYTES`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+from numba import cuda, float32, float64, uint32
+
+from ._device import MAX_GRID_Y_Z, SIMULATOR, multiprocessors
+from ._elementwise import sum_partials
+
+
+class Tiling(NamedTuple):
+    """Block shape of the pair kernels (compile-time constants)."""
+
+    threads: int  # a block is threads x threads
+    regs: int  # each thread owns regs x regs pairs
+    kt: int  # cells per shared-memory slice when forming distances
+    rc: int  # output cells per thread and row in the apply step
+    min_blocks: int  # resident blocks per SM to compile for (caps registers)
+
+    @property
+    def tile(self) -> int:
+        return self.threads * self.regs
+
+    @property
+    def dchunk(self) -> int:
+        return self.threads * self.rc
+
+
+# Real GPUs: 256-thread blocks; sizes and launch bounds (3 blocks per SM, so
+# at most 80 registers and 37.5 % theoretical occupancy) chosen with
+# ``gpu_floor.py --ptx-only`` (ptxas, sm_80/sm_90): no spills on sm_90 except
+# the direct-difference pass 2 (only for ill-conditioned batches, 56-96
+# bytes); sm_80 also spills 88 bytes in the float32 Gram counts. Without the
+# bound ptxas takes 90-125 registers (25 % occupancy). float32 pass 2 covers
+# D = 64 in one 64-cell chunk. The simulator runs a Python thread per CUDA
+# thread: 2 x 2 blocks of 2 x 2 register tiles, so tiny problems span many
+# tiles.
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+if SIMULATOR:
+    TILINGS = {(dt, kind): Tiling(2, 2, 2, 2, 1)
+               for dt in (_F32, _F64) for kind in ("counts", "weighted")}
+else:
+    TILINGS = {(_F32, "counts"): Tiling(16, 4, 16, 4, 3),
+               (_F32, "weighted"): Tiling(16, 2, 16, 4, 3),
+               (_F64, "counts"): Tiling(16, 2, 8, 2, 3),
+               (_F64, "weighted"): Tiling(16, 2, 8, 2, 3)}
+
+#: Upper bound on the float64 pass-2 partials (P x G x N x D) of the column splits.
+SPLIT_BUFFER_BYTES = 512 * 2**20
+
+
+def _tile_d2(ft: Any, tiling: Tiling, gram: bool, two_level: bool) -> Any:
+    """Device function that forms one register tile of squared distances."""
+    TH, R, KT, _, _ = tiling
+    B = TH * R
+    NT = TH * TH
+    GRAM = bool(gram)
+    TWO_LEVEL = bool(two_level)
+    PR = R if TWO_LEVEL else 1
+
+    @cuda.jit(device=True)
+    def tile_d2(Sc, sqn, g, i0, j0, As, Bs, a, b, part, d2):
+        """d2[r, c] = squared distance of rows i0 + ty + TH r and j0 + tx + TH c."""
+        N = Sc.shape[1]
+        D = Sc.shape[2]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * TH + tx
+        for r in range(R):
+            for c in range(R):
+                d2[r, c] = 0.0
+        for k0 in range(0, D, KT):
+            # Zero padding past N and D adds nothing to a dot product or a
+            # squared difference.
+            for lin in range(tid, B * KT, NT):
+                row = lin // KT
+                kk = lin - row * KT
+                k = k0 + kk
+                va = ft(0.0)
+                vb = ft(0.0)
+                if k < D:
+                    if i0 + row < N:
+                        va = Sc[g, i0 + row, k]
+                    if j0 + row < N:
+                        vb = Sc[g, j0 + row, k]
+                As[kk, row] = va
+                Bs[kk, row] = vb
+            cuda.syncthreads()
+            if TWO_LEVEL:
+                for r in range(PR):
+                    for c in range(PR):
+                        part[r, c] = 0.0
+            # Unsigned indices: no negative-index wraparound code in the hot
+            # loop. A run-time trip count keeps the compiler from unrolling
+            # the whole slice (which costs registers) and skips the padding.
+            for kk in range(min(KT, D - k0)):
+                ku = uint32(kk)
+                for r in range(R):
+                    a[r] = As[ku, uint32(ty + TH * r)]
+                    b[r] = Bs[ku, uint32(tx + TH * r)]
+                for r in range(R):
+                    for c in range(R):
+                        if GRAM:
+                            d2[r, c] += a[r] * b[c]
+                        elif TWO_LEVEL:
+                            t = a[r] - b[c]
+                            part[r, c] += t * t
+                        else:
+                            t = a[r] - b[c]
+                            d2[r, c] += t * t
+            cuda.syncthreads()
+            if TWO_LEVEL:
+                for r in range(PR):
+                    for c in range(PR):
+                        d2[r, c] += part[r, c]
+        if GRAM:
+            for r in range(R):
+                i = i0 + ty + TH * r
+                ni = ft(sqn[g, i]) if i < N else ft(0.0)
+                for c in range(R):
+                    j = j0 + tx + TH * c
+                    nj = ft(sqn[g, j]) if j < N else ft(0.0)
+                    v = ni + nj - ft(2.0) * d2[r, c]
+                    d2[r, c] = v if v > ft(0.0) else ft(0.0)
+
+    return tile_d2
+
+
+def _setup(dtype: np.dtype, gram: bool, kind: str) -> tuple:
+    """Compile-time constants of one pair kernel."""
+    dtype = np.dtype(dtype)
+    ft = float32 if dtype == np.float32 else float64
+    tiling = TILINGS[dtype, kind]
+    TH, R, KT, RC, MIN_BLOCKS = tiling
+    two_level = (not gram) and dtype == np.float32
+    # __launch_bounds__(NT, MIN_BLOCKS): ptxas keeps the registers at or below
+    # 65536 / (NT MIN_BLOCKS). (The simulator takes no launch bounds.)
+    jit = cuda.jit if SIMULATOR else functools.partial(
+        cuda.jit, launch_bounds=(TH * TH, MIN_BLOCKS))
+    return ft, tiling, two_level, jit, _tile_d2(ft, tiling, gram, two_level)
+
+
+@functools.cache
+def _counts_kernel(dtype: np.dtype, gram: bool) -> Any:
+    ft, tiling, two_level, jit, tile_d2 = _setup(dtype, gram, "counts")
+    TH, R, KT, _, _ = tiling
+    B = TH * R
+    BP = B + 1
+    PR = R if two_level else 1
+
+    @jit
+    def counts(Sc, sqn, partial, neg_scale, tiles_per_split, g0):
+        N = Sc.shape[1]
+        n_tiles = (N + B - 1) // B
+        i0 = cuda.blockIdx.x * B
+        p = cuda.blockIdx.y
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        As = cuda.shared.array((KT, BP), ft)
+        Bs = cuda.shared.array((KT, BP), ft)
+        red = cuda.shared.array((B, TH), float64)
+        a = cuda.local.array(R, ft)
+        b = cuda.local.array(R, ft)
+        part = cuda.local.array((PR, PR), ft)
+        d2 = cuda.local.array((R, R), ft)
+        rowsum = cuda.local.array(R, float64)
+        t_end = min(n_tiles, (p + 1) * tiles_per_split)
+        g = g0 + cuda.blockIdx.z  # one population per grid z index
+        for r in range(R):
+            rowsum[r] = 0.0
+        for tj in range(p * tiles_per_split, t_end):
+            j0 = tj * B
+            tile_d2(Sc, sqn, g, i0, j0, As, Bs, a, b, part, d2)
+            for r in range(R):
+                i = i0 + ty + TH * r
+                s = 0.0
+                for c in range(R):
+                    j = j0 + tx + TH * c
+                    if i < N and j < N and i != j:
+                        s += float64(math.exp(d2[r, c] * neg_scale))
+                rowsum[r] += s
+        # Fixed-order sum over the TH threads that share a row.
+        for r in range(R):
+            red[ty + TH * r, tx] = rowsum[r]
+        cuda.syncthreads()
+        if tx == 0:
+            for r in range(R):
+                i = i0 + ty + TH * r
+                if i < N:
+                    s = 0.0
+                    for q in range(TH):
+                        s += red[ty + TH * r, q]
+                    partial[p, g, i] = s
+        cuda.syncthreads()
+
+    return counts
+
+
+@functools.cache
+def _weighted_kernel(dtype: np.dtype, gram: bool) -> Any:
+    ft, tiling, two_level, jit, tile_d2 = _setup(dtype, gram, "weighted")
+    TH, R, KT, RC, _ = tiling
+    B = TH * R
+    BP = B + 1
+    DC = TH * RC
+    NT = TH * TH
+    GRAM = bool(gram)
+    PR = R if two_level else 1
+    FLUSH = np.dtype(dtype) == np.float32  # float32 tile sums go to float64 accumulators
+    FR = R if FLUSH else 1
+    FC = RC if FLUSH else 1
+    OR = 1 if GRAM else R  # the direct form keeps its own cells in registers
+    OC = 1 if GRAM else RC
+
+    @jit
+    def weighted(Sc, sqn, coef, partial, neg_scale, tiles_per_split, n_chunks, g0):
+        N = Sc.shape[1]
+        D = Sc.shape[2]
+        n_tiles = (N + B - 1) // B
+        i0 = cuda.blockIdx.x * B
+        p = cuda.blockIdx.y // n_chunks
+        k0 = (cuda.blockIdx.y - p * n_chunks) * DC
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * TH + tx
+        As = cuda.shared.array((KT, BP), ft)
+        Bs = cuda.shared.array((KT, BP), ft)
+        Ws = cuda.shared.array((B, BP), ft)
+        Bc = cuda.shared.array((B, DC), ft)
+        a = cuda.local.array(R, ft)
+        b = cuda.local.array(R, ft)
+        part = cuda.local.array((PR, PR), ft)
+        d2 = cuda.local.array((R, R), ft)
+        acc = cuda.local.array((R, RC), ft)
+        wsum = cuda.local.array(R, ft)
+        acc64 = cuda.local.array((FR, FC), float64)
+        wsum64 = cuda.local.array(FR, float64)
+        own = cuda.local.array((OR, OC), ft)
+        t_begin = p * tiles_per_split
+        t_end = min(n_tiles, t_begin + tiles_per_split)
+        g = g0 + cuda.blockIdx.z  # one population per grid z index
+        for r in range(R):
+            i = i0 + ty + TH * r
+            wsum[r] = 0.0
+            for c in range(RC):
+                acc[r, c] = 0.0
+                if not GRAM:
+                    k = k0 + tx + TH * c
+                    v = ft(0.0)
+                    if i < N and k < D:
+                        v = Sc[g, i, k]
+                    own[r, c] = v
+            if FLUSH:
+                wsum64[r] = 0.0
+                for c in range(RC):
+                    acc64[r, c] = 0.0
+        for tj in range(t_begin, t_end):
+            j0 = tj * B
+            tile_d2(Sc, sqn, g, i0, j0, As, Bs, a, b, part, d2)
+            for r in range(R):
+                i = i0 + ty + TH * r
+                gi = coef[g, i] if i < N else ft(0.0)
+                for c in range(R):
+                    j = j0 + tx + TH * c
+                    w = ft(0.0)
+                    if i < N and j < N and i != j:
+                        w = math.exp(d2[r, c] * neg_scale) * (gi + coef[g, j])
+                    Ws[ty + TH * r, tx + TH * c] = w
+            # (tile_d2 ended with a barrier, so Bc is free to refill.)
+            for lin in range(tid, B * DC, NT):
+                row = lin // DC
+                kk = lin - row * DC
+                v = ft(0.0)
+                if j0 + row < N and k0 + kk < D:
+                    v = Sc[g, j0 + row, k0 + kk]
+                Bc[row, kk] = v
+            cuda.syncthreads()  # Ws and Bc complete
+            for jj in range(min(B, N - j0)):
+                ju = uint32(jj)
+                for r in range(R):
+                    w = Ws[uint32(ty + TH * r), ju]
+                    if GRAM:
+                        wsum[r] += w
+                        for c in range(RC):
+                            acc[r, c] += w * Bc[ju, uint32(tx + TH * c)]
+                    else:
+                        # Direct differences: nearly equal rows do not
+                        # cancel against a large sum_j w_ij S_i.
+                        for c in range(RC):
+                            acc[r, c] += w * (own[r, c] - Bc[ju, uint32(tx + TH * c)])
+            cuda.syncthreads()  # before Ws and Bc are overwritten
+            if FLUSH:
+                for r in range(R):
+                    wsum64[r] += float64(wsum[r])
+                    wsum[r] = 0.0
+                    for c in range(RC):
+                        acc64[r, c] += float64(acc[r, c])
+                        acc[r, c] = 0.0
+        for r in range(R):
+            i = i0 + ty + TH * r
+            for c in range(RC):
+                k = k0 + tx + TH * c
+                if i < N and k < D:
+                    if FLUSH:
+                        v = acc64[r, c]
+                        ws = wsum64[r]
+                    else:
+                        v = float64(acc[r, c])
+                        ws = float64(wsum[r])
+                    if GRAM:
+                        # sum_j w_ij (S_i - S_j) with the j = i term absent.
+                        v = ws * float64(Sc[g, i, k]) - v
+                    partial[p, g, i, k] = v
+
+    return weighted
+
+
+def kernels(dtype: np.dtype, gram: bool) -> dict[str, Any]:
+    """Compile-on-first-use pair kernels for one dtype and distance form."""
+    return {"counts": _counts_kernel(np.dtype(dtype), bool(gram)),
+            "weighted": _weighted_kernel(np.dtype(dtype), bool(gram))}
+
+
+def _neg_scale(sigma: float, dtype: np.dtype) -> Any:
+    # Clamped to the largest finite value: for tiny sigma, -inf would turn the
+    # d2 = 0 pairs into exp(0 * -inf) = NaN instead of 1.
+    return np.dtype(dtype).type(max(-0.5 / sigma / sigma, -float(np.finfo(dtype).max)))
+
+
+def _splits(n_tiles: int, blocks_per_split: int, bytes_per_split: int) -> tuple[int, int]:
+    """``(P, tiles_per_split)``: column tiles split over P blocks per row tile, none empty."""
+    target = 4 * multiprocessors()
+    P = max(1, min(n_tiles, -(-target // max(1, blocks_per_split))))
+    P = max(1, min(P, SPLIT_BUFFER_BYTES // max(1, bytes_per_split)))
+    per = -(-n_tiles // P)
+    return -(-n_tiles // per), per
+
+
+def counts(Sc: Any, sqn: Any, sigma: float, gram: bool) -> Any:
+    """Pass 1: device float64 ``C0 (G, N)`` from device patterns ``Sc (G, N, D)``.
+
+    ``Sc`` is centred (``gram=True``) or raw; ``sqn`` holds the float64 squared
+    norms of the centred rows (read only with ``gram=True``).
+    """
+    G, N, D = (int(n) for n in Sc.shape)
+    dtype = np.dtype(Sc.dtype)
+    tl = TILINGS[dtype, "counts"]
+    n_tiles = -(-N // tl.tile)
+    gz = min(G, MAX_GRID_Y_Z)
+    P, per = _splits(n_tiles, n_tiles * gz, G * N * 8)
+    P = min(P, MAX_GRID_Y_Z)
+    partial = cuda.device_array((P, G, N), dtype=np.float64)
+    kernel = kernels(dtype, gram)["counts"]
+    for g0 in range(0, G, gz):  # grid z holds at most MAX_GRID_Y_Z populations
+        kernel[(n_tiles, P, min(gz, G - g0)), (tl.threads, tl.threads)](
+            Sc, sqn, partial, _neg_scale(sigma, dtype), per, g0)
+    if P == 1:
+        return partial.reshape(G, N)
+    C0 = cuda.device_array((G, N), dtype=np.float64)
+    sum_partials(partial, C0)
+    return C0
+
+
+def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any:
+    """Pass 2: device float64 ``V_i = sum_j K_ij (g_i + g_j) (S_i - S_j)``, shape ``(G, N, D)``.
+
+    ``coef`` is the device row-coefficient array ``g (G, N)`` in the dtype of ``Sc``.
+    """
+    G, N, D = (int(n) for n in Sc.shape)
+    dtype = np.dtype(Sc.dtype)
+    tl = TILINGS[dtype, "weighted"]
+    n_tiles = -(-N // tl.tile)
+    n_chunks = -(-D // tl.dchunk)
+    gz = min(G, MAX_GRID_Y_Z)
+    P, per = _splits(n_tiles, n_tiles * n_chunks * gz, G * N * D * 8)
+    P = max(1, min(P, MAX_GRID_Y_Z // n_chunks))
+    per = -(-n_tiles // P)
+    P = -(-n_tiles // per)
+    partial = cuda.device_array((P, G, N, D), dtype=np.float64)
+    kernel = kernels(dtype, gram)["weighted"]
+    for g0 in range(0, G, gz):
+        kernel[(n_tiles, P * n_chunks, min(gz, G - g0)), (tl.threads, tl.threads)](
+            Sc, sqn, coef, partial, _neg_scale(sigma, dtype), per, n_chunks, g0)
+    if P == 1:
+        return partial.reshape(G, N, D)
+    V = cuda.device_array((G, N, D), dtype=np.float64)
+    sum_partials(partial, V)
+    return V
