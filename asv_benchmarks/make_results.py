@@ -371,7 +371,7 @@ def other_sections(run: Run) -> list[str]:
         lines += _table(param_names + [kind], rows, "l" * len(param_names) + "r")
         lines += [""]
     if lines:
-        lines = ["## Hard entropy and training", ""] + lines
+        lines = ["## Other benchmarks", ""] + lines
     return lines
 
 
