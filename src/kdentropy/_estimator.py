@@ -30,22 +30,34 @@ import math
 import numpy as np
 
 __all__ = [
-    "sigmoid", "sigmoid_slope", "sigmoid_ufunc",
+    "make_sigmoid", "sigmoid", "sigmoid_slope", "sigmoid_ufunc",
     "entropy_from_counts", "row_coefficients", "gradient_factor",
 ]
 
 
-def sigmoid(x, temperature, threshold):
-    """``1 / (1 + exp(-T (x - theta)))`` for one scalar, without overflow.
+def make_sigmoid(exp):
+    """The soft discretisation with a given ``exp`` for non-positive arguments.
 
-    ``exp`` only ever sees ``-|z|``, so it cannot overflow, and ``|z| = inf``
-    saturates to exactly 0 or 1. Compute in float64 (pass float64
-    ``temperature``): the result is rounded once to the caller's dtype.
+    Backends compile the returned function for their target; the CPU backend
+    passes a vectorisable polynomial exp, everything else ``math.exp``.
     """
-    z = temperature * (x - threshold)
-    e = math.exp(-abs(z))
-    s = 1.0 / (1.0 + e)
-    return s if z >= 0.0 else e * s
+
+    def sigmoid(x, temperature, threshold):
+        """``1 / (1 + exp(-T (x - theta)))`` for one scalar, without overflow.
+
+        ``exp`` only ever sees ``-|z|``, so it cannot overflow, and ``|z| = inf``
+        saturates to exactly 0 or 1. Compute in float64 (pass float64
+        ``temperature``): the result is rounded once to the caller's dtype.
+        """
+        z = temperature * (x - threshold)
+        e = exp(-abs(z))
+        s = 1.0 / (1.0 + e)
+        return s if z >= 0.0 else e * s
+
+    return sigmoid
+
+
+sigmoid = make_sigmoid(math.exp)
 
 
 def sigmoid_slope(s, temperature):
@@ -77,7 +89,8 @@ def entropy_from_counts(C0: np.ndarray) -> np.ndarray:
         keeps full float precision when a row has few neighbours (``C0`` small).
     """
     N = C0.shape[-1]
-    return np.clip(math.log(N) - np.mean(np.log1p(C0), axis=-1), 0.0, math.log(N))
+    log_n = math.log(N)
+    return np.maximum(np.minimum(log_n - np.log1p(C0).sum(axis=-1) / N, log_n), 0.0)
 
 
 def row_coefficients(C0: np.ndarray) -> np.ndarray:

@@ -239,10 +239,15 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
     V = np.empty((G_, N, D)) if want_grad else None
     if N * N * max(D, 1) <= _SMALL_WORK:
         K = np.empty((N, N))
+        scratch = np.empty((2, N))
+        VT = np.empty((D, N))
         for p in range(G_):
-            small_counts(S[p], scale, C0[p], K)
+            ST = np.ascontiguousarray(S[p].T)
+            small_counts(S[p], ST, scale, C0[p], K, scratch[0])
             if want_grad:
-                small_pair_sums(S[p], np.asarray(coefficients(C0[p]), np.float64), K, V[p])
+                coef = np.asarray(coefficients(C0[p]), np.float64)
+                small_pair_sums(S[p], ST, coef, K, VT, scratch[0], scratch[1])
+                V[p] = VT.T
         return C0, V
     work = _distance_precision(S - S.mean(axis=-2, keepdims=True), sigma)
     if work is None:

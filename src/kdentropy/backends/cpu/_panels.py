@@ -10,7 +10,7 @@ from numba import njit, prange
 
 from ... import _estimator
 from ._fastmath import FASTMATH as _FASTMATH
-from ._fastmath import _add_into, _kernel, _sum, _sumsq
+from ._fastmath import _add_into, _exp_nonpos, _kernel, _sum, _sumsq
 
 # Rows per parallel work item in the epilogues. Fixed (not derived from the
 # thread count) so that the column-sum reduction order never changes.
@@ -34,11 +34,12 @@ _K_CACHE_BYTES = 32 << 20
 # These touch each of the N·D entries a few times; they are serial because
 # that is negligible next to the O(N^2 D) panel work and compiles much faster.
 
-_sigmoid = njit(inline="always", cache=True)(_estimator.sigmoid)
+# The shared formula with the branch-free polynomial exp: the loop vectorises.
+_sigmoid = njit(inline="always", cache=True)(_estimator.make_sigmoid(_exp_nonpos))
 _sigmoid_slope = njit(inline="always", cache=True)(_estimator.sigmoid_slope)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def sigmoid_flat(x, temperature, threshold, out):
     """``out = sigmoid(T (x - theta))`` elementwise on flat arrays, in float64, rounded once."""
     for k in range(x.size):
