@@ -161,7 +161,7 @@ def test_concurrent_calls_with_the_workqueue_layer():
     """Four Python threads calling at once must not abort the interpreter."""
     script = textwrap.dedent("""
         import threading, numpy as np, kdentropy as kde
-        X = np.random.default_rng(0).random((300, 20))
+        X = np.random.default_rng(0).random((600, 40))  # above the serial small-batch path
         ref = kde.soft_entropy_and_grad(X, backend="cpu")
         bad = []
         def work():

