@@ -254,10 +254,11 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
     work = _distance_precision(S - S.mean(axis=-2, keepdims=True), sigma)
     if work is None:
         for p in range(G_):
-            direct_counts(S[p], S[p], scale, True, C0[p])
+            ST = np.ascontiguousarray(S[p].T)
+            direct_counts(S[p], ST, scale, True, C0[p])
             if want_grad:
                 coef = np.asarray(coefficients(C0[p]), np.float64)
-                direct_pair_sums(S[p], coef, S[p], coef, scale, True, V[p])
+                direct_pair_sums(S[p], coef, S[p], ST, coef, scale, True, V[p])
         return C0, V
     ws = _Workspace(N, N, D, work, want_grad)
     panels, _cache = _sym_plan(N, ws, keep=want_grad)
@@ -372,7 +373,7 @@ def block_soft_counts(Sa: np.ndarray, Sb: np.ndarray, sigma: float,
         return C0
     scale = 0.5 / (sigma * sigma)
     if sqa is None:
-        direct_counts(Sac, Sbc, scale, same_block, C0)
+        direct_counts(Sac, np.ascontiguousarray(Sbc.T), scale, same_block, C0)
         return C0
     Nb = Sbc.shape[0]
     mode = _SKIP if same_block else _ALL
@@ -426,7 +427,8 @@ def block_weighted_grad(Sa: np.ndarray, ga: np.ndarray, Sb: np.ndarray, gb: np.n
         return out
     scale = 0.5 / (sigma * sigma)
     if sqa is None:
-        direct_pair_sums(Sac, coef_a, Sbc, coef_b, scale, same_block, out)
+        direct_pair_sums(Sac, coef_a, Sbc, np.ascontiguousarray(Sbc.T), coef_b, scale, same_block,
+                         out)
         return out
     # As in soft_counts_and_grad: float32 blocks form their weights in float32.
     coef_a = coef_a.astype(Sac.dtype, copy=False)
