@@ -8,7 +8,9 @@ the JAX loss of fixed inputs is checked against
 :meth:`kdentropy.cells.CellSystem.loss_and_grad` (values and gradients agree
 to rounding), so both sides compute the same thing.
 
-Two systems: the 1-D default of ``kdentropy train`` (32 cells on a line, 16
+Each time is the median over ``--repeat`` iterations after warm-up
+(compilation excluded), as wall clock and as CPU time of all the process's
+threads. Two systems: the 1-D default of ``kdentropy train`` (32 cells on a line, 16
 steps, a 16-unit tanh MLP, position features, batch 64) and the 2-D job
 (12 x 12 grid, 3 hidden channels, rate 0.5, no position, 20 steps, a 32-unit
 MLP, batch 64, sigma 1).
@@ -16,9 +18,8 @@ MLP, batch 64, sigma 1).
 Run:  python asv_benchmarks/jax_cells.py [--repeat 20]
 
 JAX is not a kdentropy dependency: without it the script says so and exits
-with status 0 (and times only kdentropy). Each time is the median of
-``--repeat`` iterations after warm-up (compilation excluded), on all the
-cores the process may use; pin both with ``taskset`` to compare on fewer.
+with status 0 (and times only kdentropy). Both use all the cores the process
+may use; pin them with ``taskset`` to compare on fewer.
 """
 
 from __future__ import annotations
@@ -47,18 +48,26 @@ BATCH = 64
 TEMPERATURE, ANTI_COLLAPSE = 10.0, 100.0
 
 
-def _median_ms(step: Callable[[], object], repeat: int, warmup: int = 3) -> float:
+def _median_ms(step: Callable[[], object], repeat: int, warmup: int = 3
+               ) -> tuple[float, float]:
+    """Median wall-clock and median CPU time (all threads of the process) of one call, in ms.
+
+    The CPU time is the work done, whatever else the machine is running; on a
+    shared or loaded machine compare those, on an idle one the wall clock.
+    """
     for _ in range(warmup):
         step()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return 1e3 * statistics.median(wall), 1e3 * statistics.median(cpu)
 
 
-def kdentropy_step_ms(kwargs: dict, sigma: float, engine: str, repeat: int) -> float:
+def kdentropy_step_ms(kwargs: dict, sigma: float, engine: str, repeat: int
+                      ) -> tuple[float, float]:
     """Median time of one :meth:`Trainer.step` (sampling, roll-out, loss, BPTT, Adam)."""
     system = CellSystem(engine=engine, **kwargs)
     trainer = Trainer(system, optimizer=Adam(0.03, clip_norm=1.0),
@@ -169,18 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{platform.processor() or platform.machine()}, {cpus} usable cores, "
           f"numba {numba.__version__} ({numba.get_num_threads()} threads)"
           + (f", jax {jax.__version__}" if jax else ""))
-    print(f"{'system':42s} {'numpy':>9s} {'numba':>9s} {'jax.jit':>9s}   (ms per iteration)")
+    print(f"{'system':40s} {'numpy':>15s} {'numba':>15s} {'jax.jit':>15s}")
+    print(f"{'(ms per iteration: wall / CPU)':40s}")
+    nan = (float("nan"), float("nan"))
     for label, (kwargs, sigma) in SYSTEMS.items():
         t_np = kdentropy_step_ms(kwargs, sigma, "numpy", max(3, args.repeat // 4))
         t_nb = kdentropy_step_ms(kwargs, sigma, "numba", args.repeat)
-        t_jx = float("nan")
+        t_jx = nan
         if jax is not None:
             run_step, check = jax_step(kwargs, sigma)
             rel = check()
             if rel > 1e-8:
                 print(f"  JAX gradient differs from kdentropy's by {rel:.1e} (relative)")
             t_jx = _median_ms(run_step, args.repeat)
-        print(f"{label:42s} {t_np:9.2f} {t_nb:9.2f} {t_jx:9.2f}", flush=True)
+        cells = " ".join(f"{w:7.2f}/{c:7.2f}" for w, c in (t_np, t_nb, t_jx))
+        print(f"{label:40s} {cells}", flush=True)
     return 0
 
 

@@ -251,3 +251,124 @@ def test_no_command_and_help(capsys):
     assert "train" in capsys.readouterr().out
     assert main(["train", "--help"]) == 0
     assert "--iterations" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- v2: grids, workflow
+
+GRID = ["--grid", "3x4", "--channels", "2", "--rate", "0.5", "--no-position", "--steps", "3",
+        "--hidden", "6", "--batch", "8", "--eval-batch", "16", "--eval-every", "2",
+        "--backend", "numpy", "--clip-norm", "1", "--no-plot"]
+
+
+def _evaluation_block(text):
+    """The lines from 'evaluation:' through 'most common pattern' of a summary."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("evaluation:"))
+    return lines[start:start + 5]
+
+
+def test_grid_run_with_hidden_channels(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["train", *GRID, "--iterations", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "grid of 3x4 cells (1+2 channels)" in text
+    config = json.loads((out / "summary.json").read_text())["config"]["system"]
+    assert config["n_cells"] == [3, 4] and config["topology"] == "grid"
+    assert config["hidden_channels"] == 2 and config["rate"] == 0.5
+    assert config["position"] == "none"
+    assert main(["train", *GRID, "--ring", "--iterations", "1", "--quiet",
+                 "--out", str(tmp_path / "torus")]) == 0
+    assert json.loads((tmp_path / "torus" / "summary.json").read_text())[
+        "config"]["system"]["topology"] == "torus"
+
+
+def test_an_existing_run_folder_needs_resume_or_force(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", *TINY, "--iterations", "2", "--quiet", "--out", out]) == 0
+    err = _one_line_error(capsys, main(["train", *TINY, "--iterations", "2", "--out", out]))
+    assert "already holds a run" in err and "--resume" in err and "--force" in err
+    assert main(["train", *TINY, "--iterations", "3", "--quiet", "--force", "--out", out]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["iterations"] == 3
+
+
+def test_ctrl_c_saves_and_resume_is_bit_identical(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from kdentropy.cells import Trainer
+    common = [*GRID, "--iterations", "6"]
+    assert main(["train", *common, "--quiet", "--out", str(tmp_path / "a")]) == 0
+    real_step = Trainer.step
+
+    def step(self):
+        row = real_step(self)
+        if self.iteration == 3:   # as if Ctrl-C were pressed during iteration 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return row
+
+    monkeypatch.setattr(Trainer, "step", step)
+    out = str(tmp_path / "b")
+    assert main(["train", *common, "--quiet", "--out", out]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at iteration 3 of 6" in err
+    assert f"resume with: kdentropy train --out {out} --iterations 6 --resume" in err
+    assert (tmp_path / "b" / "checkpoint.npz").exists()
+    assert not (tmp_path / "b" / "params.npz").exists()
+    monkeypatch.setattr(Trainer, "step", real_step)
+    assert main(["train", "--out", out, "--iterations", "6", "--resume", "--no-plot"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming at iteration 3 of 6" in captured.err
+    for name in ("history.csv",):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    with np.load(tmp_path / "a" / "params.npz") as pa, np.load(tmp_path / "b" / "params.npz") as pb:
+        np.testing.assert_array_equal(pa["theta"], pb["theta"])
+
+
+def test_evaluate_reproduces_the_summary_of_train(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", *GRID, "--iterations", "4", "--seed", "2", "--out", out]) == 0
+    trained = _evaluation_block(capsys.readouterr().out)
+    assert main(["evaluate", out]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"model: {out}") and _evaluation_block(text) == trained
+    # Fresh runs of another seed, another size and another noise level.
+    assert main(["evaluate", out, "--seed", "7", "--runs", "20", "--noise", "0"]) == 0
+    other = _evaluation_block(capsys.readouterr().out)
+    assert other[0].startswith("evaluation: 20 fresh runs") and other[0].endswith("noise 0")
+    assert main(["evaluate", out, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert data["after"]["hard_entropy"] == summary["hard_entropy_after"]
+    assert data["before"]["hard_entropy"] == summary["hard_entropy_before"]
+    assert data["after"]["fraction_on"] == summary["fraction_on"]
+    err = _one_line_error(capsys, main(["evaluate", str(tmp_path)]))
+    assert "no params.npz or checkpoint.npz" in err
+
+
+def test_plot_redraws_the_figure(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *GRID, "--iterations", "2", "--quiet", "--out", str(out)]) == 0
+    assert not (out / "training.png").exists()
+    err = _one_line_error(capsys, main(["plot", str(tmp_path)]))
+    assert "no checkpoint.npz" in err
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(out)]) == 0
+    assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--grid", "12by12"], "HxW"),
+    (["train", "--grid", "0x4"], "sizes >= 1"),
+    (["train", "--channels", "-1"], "channels"),
+])
+def test_bad_v2_flags(capsys, argv, match):
+    err = _one_line_error(capsys, main(argv))
+    assert match in err
+
+
+def test_python_m_kdentropy():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "kdentropy", "--version"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("kdentropy ")

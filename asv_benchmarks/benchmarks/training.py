@@ -11,36 +11,80 @@ from kdentropy.optim import SGD, Adam, AdamW
 from .common import BACKENDS, SEED, require_backend
 
 
-class CellTrainingStep:
-    """One optimisation step of the default training configuration.
+#: label -> (CellSystem arguments, kernel width sigma of the loss): the 1-D
+#: default of ``kdentropy train`` and the README's 2-D job.
+CELL_SYSTEMS = {
+    "line-32": (dict(), 0.5),
+    "grid-12x12-k3": (dict(n_cells=(12, 12), steps=20, topology="grid", hidden=(32,),
+                           hidden_channels=3, rate=0.5, position="none"), 1.0),
+}
 
-    ``Trainer.step()`` of ``CellSystem()`` (32 cells, 16 steps, 16-unit tanh
-    MLP, noise 0.05), ``Adam(lr=1e-2)``, batch 64: sample a batch, roll it
-    out, soft entropy and gradient of the final patterns, back-propagation
-    through time, the Adam update and the hard entropy of the batch: the work
-    of one iteration of ``kdentropy train`` with its defaults (which differ
-    only in the learning-rate schedule), on every registered backend that can
-    run here. The default ``auto`` backend resolves to ``cpu``; ``numpy`` is
-    shown because at N = 64 the dense reference may well be the faster one.
+
+class CellTrainingStep:
+    """One optimisation step of a cell system, by engine and entropy backend.
+
+    ``Trainer.step()`` with batch 64 and ``Adam(lr=0.03, clip_norm=1)``:
+    sample a batch, roll it out, soft entropy and gradient of the final
+    patterns, back-propagation through time, the Adam update and the hard
+    entropy of the batch: the work of one iteration of ``kdentropy train``.
+    ``line-32`` is its 1-D default (32 cells, 16 steps, 16-unit tanh MLP,
+    position features); ``grid-12x12-k3`` the 2-D job (12 x 12 grid, 3 hidden
+    channels, rate 0.5, no position, 20 steps, 32 units). ``numba`` is the
+    compiled roll-out and BPTT, ``numpy`` the reference engine. Entropy
+    backends: the default ``auto`` resolves to ``cpu``; ``numpy`` is shown
+    because at N = 64 the dense reference may well be the faster one.
+    ``asv_benchmarks/jax_cells.py`` times the same step written in JAX.
     """
 
-    param_names = ["backend"]
-    params = (BACKENDS,)
-    timeout = 300
+    param_names = ["backend", "system", "engine"]
+    params = (BACKENDS, list(CELL_SYSTEMS), ["numba", "numpy"])
+    timeout = 600
 
-    def setup(self, backend: str) -> None:
+    def setup(self, backend: str, system: str, engine: str) -> None:
         require_backend(backend)
-        self.trainer = Trainer(CellSystem(), loss=ReproducibilityLoss(backend=backend),
-                               seed=0)
-        # Compile the entropy kernels and settle the optimizer state.
+        kwargs, sigma = CELL_SYSTEMS[system]
+        self.trainer = Trainer(CellSystem(engine=engine, **kwargs),
+                               optimizer=Adam(0.03, clip_norm=1.0),
+                               loss=ReproducibilityLoss(sigma=sigma, backend=backend), seed=0,
+                               eval_batch=2)
+        # Compile the kernels and settle the optimizer state.
         for _ in range(2):
             self.trainer.step()
 
-    def time_step(self, backend):
+    def time_step(self, backend, system, engine):
         self.trainer.step()
 
-    def peakmem_step(self, backend):
+    def peakmem_step(self, backend, system, engine):
         self.trainer.step()
+
+
+class CellRollout:
+    """Roll-out alone (evaluation: no caches) and roll-out plus BPTT, by engine.
+
+    The two halves of :class:`CellTrainingStep` that the engine changes, on
+    the same systems and a batch of 64 runs.
+    """
+
+    param_names = ["system", "engine"]
+    params = (list(CELL_SYSTEMS), ["numba", "numpy"])
+    timeout = 600
+
+    def setup(self, system: str, engine: str) -> None:
+        kwargs, _ = CELL_SYSTEMS[system]
+        self.system = CellSystem(engine=engine, **kwargs)
+        rng = np.random.default_rng(SEED)
+        self.params_vec = self.system.init(rng)
+        self.x0, self.xi = self.system.sample_inputs(rng, 64)
+        out = self.system.rollout(self.params_vec, self.x0, self.xi)
+        self.dfinal = rng.standard_normal(out.final.shape)
+        self.system.backward(self.params_vec, out, self.dfinal)   # compile
+
+    def time_rollout(self, system, engine):
+        self.system.rollout(self.params_vec, self.x0, self.xi, keep_caches=False)
+
+    def time_rollout_and_backward(self, system, engine):
+        out = self.system.rollout(self.params_vec, self.x0, self.xi)
+        self.system.backward(self.params_vec, out, self.dfinal)
 
 
 #: label -> (layer sizes, input rows). "cell rule": the default cell system's

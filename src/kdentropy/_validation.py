@@ -21,6 +21,8 @@ __all__ = [
     "real_scalar", "positive", "nonnegative", "unit_interval", "integer", "boolean",
     "choice", "generator", "real_array", "log_unit", "unit_scale", "compute_dtype",
     "pattern_shape", "host_patterns", "is_device_array", "float_vector", "inplace_vector",
+    "LR_MAX", "NOISE_MAX", "PENALTY_WEIGHT_MAX", "MAX_ELEMENTS", "bounded", "size",
+    "element_budget", "finite_vector",
 ]
 
 
@@ -308,4 +310,86 @@ def inplace_vector(value: Any, name: str, *, writable: bool = True) -> np.ndarra
         raise TypeError(f"{name} must be a 1-D float64 numpy array (it is used in place)")
     if writable and not value.flags.writeable:
         raise TypeError(f"{name} must be writable (it is updated in place)")
+    return value
+
+
+# ----------------------------------------------------------------------------- bounded values
+
+# Documented ranges of the training hyperparameters. Beyond them the update or
+# the roll-out overflows float64 (inf gradient norms, NaN states), or the value
+# has no effect a smaller one lacks: states live in [0, 1], so noise beyond 10
+# is already pure coin-flipping, and Adam moves each parameter by about lr per
+# step, so lr above 10 leaves the range any tanh/sigmoid network can use.
+LR_MAX = 10.0
+NOISE_MAX = 10.0
+PENALTY_WEIGHT_MAX = 1e6
+# No array of a training set-up may have more elements than this (8 TiB of
+# float64): larger sizes are a typo or a damaged file, and would otherwise
+# end in MemoryError (or an hours-long allocation) far from their cause.
+MAX_ELEMENTS = 2 ** 40
+
+
+def bounded(value: Any, name: str, low: float, high: float, *,
+            low_open: bool = False) -> float:
+    """``value`` as a finite float in ``[low, high]`` (``(low, high]`` with ``low_open``).
+
+    Parameters
+    ----------
+    value : Any
+        The number.
+    name : str
+        The argument name used in error messages.
+    low, high : float
+        The documented range.
+    low_open : bool, optional
+        Exclude ``low`` itself (e.g. a rate that must be > 0).
+
+    Returns
+    -------
+    float
+    """
+    value = real_scalar(value, name)
+    if (value <= low if low_open else value < low) or value > high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be in {interval}; got {value:g}")
+    return value
+
+
+def size(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int in ``[minimum, MAX_ELEMENTS]``: a count that sizes an array."""
+    value = integer(value, name, minimum)
+    if value > MAX_ELEMENTS:
+        raise ValueError(f"{name} must be <= {MAX_ELEMENTS} (2**40); got {value}")
+    return value
+
+
+def element_budget(factors: Sequence[tuple[str, int]], what: str) -> int:
+    """The product of ``factors`` if it is at most ``MAX_ELEMENTS``.
+
+    Parameters
+    ----------
+    factors : sequence of (str, int)
+        The named sizes whose product is an array's element count.
+    what : str
+        The array, for the error message.
+
+    Returns
+    -------
+    int
+        The element count.
+    """
+    n = math.prod(int(v) for _, v in factors)
+    if n > MAX_ELEMENTS:
+        names = " * ".join(f"{k} ({v})" for k, v in factors)
+        raise ValueError(f"{what} would need {n:.3g} elements, more than the limit "
+                         f"{MAX_ELEMENTS:.3g} (2**40); reduce {names}")
+    return n
+
+
+def finite_vector(value: np.ndarray, name: str) -> np.ndarray:
+    """``value`` if it holds no NaN or infinity."""
+    if not np.isfinite(value).all():
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        raise ValueError(f"{name} must be finite; {bad} of {np.size(value)} entries "
+                         "are NaN or infinity")
     return value

@@ -1,16 +1,26 @@
 """The ``kdentropy`` command line.
 
 ``kdentropy train``
-    Train a cell system to produce reproducible patterns; writes
-    ``params.npz``, ``history.csv``, ``summary.json``, ``checkpoint.npz`` and,
-    with matplotlib, ``training.png`` into ``--out``.
+    Train a cell system (a line, ring, 2-D grid or torus, with optional
+    hidden channels) to produce reproducible patterns; writes ``params.npz``,
+    ``history.csv``, ``summary.json``, ``checkpoint.npz`` and, with
+    matplotlib, ``training.png`` into ``--out``. Ctrl-C saves a checkpoint
+    and prints how to resume.
+``kdentropy evaluate RUN_DIR``
+    Fresh evaluation runs of a trained system, with the summary lines of
+    ``train``.
+``kdentropy plot RUN_DIR``
+    Redraw ``training.png`` from ``RUN_DIR/checkpoint.npz``.
 ``kdentropy entropy FILE.npy``
     Soft and hard entropy of a saved batch of patterns.
 ``kdentropy info``
     Versions, available backends, Numba threads and GPU presence.
 
 Errors (bad files, bad arguments) print one line on stderr and give a
-non-zero exit status: 2 for usage errors, 1 for everything else.
+non-zero exit status: 2 for usage errors, 1 for everything else. Numeric
+flags are parsed here (a finite number) and range-checked by the library
+classes they configure, whose ValueError is the line printed, so the command
+line and the Python API accept exactly the same values.
 """
 
 from __future__ import annotations
@@ -87,6 +97,18 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _grid_shape(text: str) -> tuple[int, int]:
+    """An argparse ``type`` for ``HxW`` (e.g. ``12x12``): two integers >= 1."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        H, W = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 12x12, got {text!r}") from None
+    if H < 1 or W < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes >= 1, got {text!r}")
+    return H, W
+
+
 def _base(text: str) -> float | None:
     if text.lower() in ("e", "nat", "nats"):
         return None
@@ -114,29 +136,51 @@ def _build_parser() -> _Parser:
                        "entropy of their final patterns, and report the hard entropy of "
                        "a fresh evaluation batch before and after.")
     g = t.add_argument_group("cell system")
-    g.add_argument("--cells", type=_int_at_least(2), default=32, help="number of cells (32)")
+    g.add_argument("--cells", type=_int_at_least(2), default=32,
+                   help="number of cells on a line or ring (32)")
+    g.add_argument("--grid", type=_grid_shape, default=None, metavar="HxW",
+                   help="a 2-D grid of H x W cells with a 3x3 neighbourhood instead of a "
+                   "line, e.g. 12x12 (zero padding beyond the edges unless --ring)")
+    g.add_argument("--ring", "--torus", dest="ring", action="store_true",
+                   help="wrap the edges around: a ring of --cells, or a torus with --grid")
+    g.add_argument("--channels", type=_int_at_least(0), default=0, metavar="K",
+                   help="hidden channels per cell besides the visible one (0)")
+    g.add_argument("--rate", type=_positive_float, default=1.0,
+                   help="how far a state moves towards the network's output per step, "
+                   "in (0, 1] (1: replaced)")
     g.add_argument("--steps", type=_int_at_least(1), default=16, help="update steps per run (16)")
     g.add_argument("--hidden", type=_int_at_least(1), default=16,
                    help="hidden units of the tanh MLP (16)")
+    g.add_argument("--radius", type=_int_at_least(0), default=1,
+                   help="neighbourhood radius per axis (1: 3 cells, or 3x3 on a grid)")
     g.add_argument("--noise", type=_nonneg_float, default=0.05,
-                   help="std of the per-step Gaussian noise (0.05)")
-    g.add_argument("--ring", action="store_true", help="cells on a ring instead of a line")
+                   help="std of the per-step Gaussian noise on every channel, in [0, 10] (0.05)")
     g.add_argument("--no-position", action="store_true",
-                   help="no position features (much harder; usually collapses)")
+                   help="no position features: patterns must come from the edges and the "
+                   "hidden channels")
+    g.add_argument("--engine", choices=("auto", "numpy", "numba"), default="auto",
+                   help="roll-out and back-propagation: compiled Numba kernels or the NumPy "
+                   "reference (auto: numba)")
     g = t.add_argument_group("training")
     g.add_argument("--batch", type=_int_at_least(2), default=64, help="runs per iteration (64)")
     g.add_argument("--iterations", type=_int_at_least(0), default=200,
                    help="optimizer steps (200)")
-    g.add_argument("--lr", type=_positive_float, default=0.03, help="Adam learning rate (0.03)")
+    g.add_argument("--lr", type=_positive_float, default=0.03,
+                   help="Adam learning rate, in (0, 10] (0.03)")
     g.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                    help="learning-rate schedule: cosine decay to --min-lr, or constant (cosine)")
     g.add_argument("--min-lr", type=_nonneg_float, default=1e-3,
                    help="final rate of the cosine schedule (0.001)")
+    g.add_argument("--clip-norm", type=_positive_float, default=None,
+                   help="rescale gradients whose norm exceeds this (default: no clipping)")
     g.add_argument("--anti-collapse", type=_nonneg_float, default=100.0,
-                   help="weight of the (mean state - 1/2)^2 anti-collapse term (100)")
+                   help="weight of the (mean state - 1/2)^2 anti-collapse term, "
+                   "in [0, 1e6] (100)")
     g.add_argument("--temperature", type=_positive_float, default=10.0,
-                   help="soft-entropy temperature (10)")
-    g.add_argument("--sigma", type=_positive_float, default=0.5, help="kernel width (0.5)")
+                   help="soft-entropy temperature, in (0, 1e50] (10)")
+    g.add_argument("--sigma", type=_positive_float, default=0.5,
+                   help="kernel width, >= 1e-50 (0.5); grow it with the pattern size, about "
+                   "0.5 sqrt(cells / 32): 1 for a 12x12 grid")
     g.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (0)")
     g.add_argument("--backend", choices=_BACKENDS, default=None,
                    help="entropy backend (default: $KDENTROPY_BACKEND or auto, i.e. cpu; "
@@ -148,13 +192,16 @@ def _build_parser() -> _Parser:
                    help="evaluate every this many iterations (25)")
     g.add_argument("--out", default=os.path.join("runs", "train"),
                    help="output directory (runs/train)")
-    g.add_argument("--checkpoint-every", type=_int_at_least(1), default=None,
-                   help="also write checkpoint.npz every this many iterations")
+    g.add_argument("--checkpoint-every", type=_int_at_least(1), default=25,
+                   help="write checkpoint.npz every this many iterations (25), at the end "
+                   "and on Ctrl-C")
     g.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz up to --iterations in total; the "
                    "checkpoint's settings are used, including its learning-rate schedule "
                    "(planned for the original --iterations), and other training flags "
                    "except --backend are ignored")
+    g.add_argument("--force", action="store_true",
+                   help="train into an --out folder that already holds a run, replacing it")
     g.add_argument("--no-plot", action="store_true", help="do not write training.png")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress or summary output")
 
@@ -174,6 +221,32 @@ def _build_parser() -> _Parser:
     e.add_argument("--backend", choices=_BACKENDS, default=None,
                    help="backend (default: $KDENTROPY_BACKEND or auto)")
     e.add_argument("--json", action="store_true", help="print JSON")
+
+    # -- evaluate ------------------------------------------------------------
+    v = sub.add_parser("evaluate", help="fresh runs of a trained system, summarised as by train",
+                       description="Run a trained cell system (RUN_DIR/params.npz, or its "
+                       "checkpoint.npz) on an evaluation batch, before and after training, and "
+                       "print the summary lines of 'kdentropy train'. With the defaults this "
+                       "is the batch training reported; another --seed gives runs training "
+                       "never saw.")
+    v.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a folder written by 'kdentropy train' (or a params.npz or "
+                   "checkpoint.npz file)")
+    v.add_argument("--runs", type=_int_at_least(2), default=None,
+                   help="runs in the batch (default: the run's --eval-batch)")
+    v.add_argument("--noise", type=_nonneg_float, default=None,
+                   help="noise level, in [0, 10] (default: the trained one)")
+    v.add_argument("--seed", type=_int_at_least(0), default=None,
+                   help="seed of the batch (default: the run's seed, i.e. its evaluation batch)")
+    v.add_argument("--json", action="store_true", help="print JSON")
+
+    # -- plot ----------------------------------------------------------------
+    pl = sub.add_parser("plot", help="redraw the figure of a training run",
+                        description="Redraw training.png from RUN_DIR/checkpoint.npz "
+                        "(needs matplotlib).")
+    pl.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'kdentropy train'")
+    pl.add_argument("--out", default=None,
+                    help="where the PNG goes (default: RUN_DIR/training.png)")
 
     # -- info ----------------------------------------------------------------
     i = sub.add_parser("info", help="versions, backends, threads and GPU",
@@ -221,9 +294,15 @@ def _train_new(args: argparse.Namespace, ckpt: str, out: str) -> tuple[TrainResu
     from .optim import Adam, Constant, Cosine
 
     backend = _host_backend(args.backend)
-    system = CellSystem(args.cells, args.steps, hidden=(args.hidden,),
-                        topology="ring" if args.ring else "line",
-                        position="none" if args.no_position else "auto", noise=args.noise)
+    if args.grid is not None:
+        shape: int | tuple[int, int] = args.grid
+        topology = "torus" if args.ring else "grid"
+    else:
+        shape, topology = args.cells, "ring" if args.ring else "line"
+    system = CellSystem(shape, args.steps, hidden=(args.hidden,), topology=topology,
+                        radius=args.radius, position="none" if args.no_position else "auto",
+                        noise=args.noise, hidden_channels=args.channels, rate=args.rate,
+                        engine=args.engine)
     if args.schedule == "cosine" and args.iterations > 0:
         if args.min_lr > args.lr:
             raise CLIError(f"--min-lr {args.min_lr} must not exceed --lr {args.lr}", 2)
@@ -232,10 +311,10 @@ def _train_new(args: argparse.Namespace, ckpt: str, out: str) -> tuple[TrainResu
         schedule = Constant(args.lr)
     loss = ReproducibilityLoss(args.temperature, args.sigma,
                                anti_collapse=args.anti_collapse, backend=backend)
-    _make_out(out)
+    _prepare_out(out, force=args.force)
     result = train(system, iterations=args.iterations, batch=args.batch,
-                   optimizer=Adam(lr=schedule), loss=loss, seed=args.seed,
-                   eval_batch=args.eval_batch, eval_every=args.eval_every,
+                   optimizer=Adam(lr=schedule, clip_norm=args.clip_norm), loss=loss,
+                   seed=args.seed, eval_batch=args.eval_batch, eval_every=args.eval_every,
                    progress=not args.quiet, checkpoint=ckpt,
                    checkpoint_every=args.checkpoint_every)
     return result, backend
@@ -254,31 +333,95 @@ def _train_resumed(args: argparse.Namespace, ckpt: str, out: str) -> tuple[Train
     if remaining < 0:
         raise CLIError(f"--resume: the checkpoint is already at iteration "
                        f"{trainer.iteration} > --iterations {args.iterations}")
-    _make_out(out)
+    if not args.quiet:
+        print(f"resuming at iteration {trainer.iteration} of {args.iterations}",
+              file=sys.stderr, flush=True)
     result = trainer.fit(remaining, progress=not args.quiet, checkpoint=ckpt,
                          checkpoint_every=args.checkpoint_every)
     return result, trainer.loss.backend or "auto"
 
 
-def _make_out(out: str) -> None:
-    """Create the output directory, or say why it cannot be."""
+#: The files a training run writes; a folder holding any of them holds a run.
+_RUN_FILES = ("checkpoint.npz", "params.npz", "summary.json", "history.csv", "training.png")
+
+
+def _prepare_out(out: str, *, force: bool) -> None:
+    """Create the output folder; refuse one that holds a run unless ``force`` (then clear it)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"--out {out!r} exists and is not a directory")
+    found = [f for f in _RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if found and not force:
+        raise CLIError(f"--out {out!r} already holds a run ({', '.join(found)}): add --resume "
+                       "to continue it, --force to replace it, or choose another --out")
     try:
         os.makedirs(out, exist_ok=True)
+        for f in found:  # so that no file of the old run is mistaken for the new one's
+            os.remove(os.path.join(out, f))
     except OSError as exc:
-        raise CLIError(f"cannot create output directory {out!r}: {exc.strerror or exc}") from None
+        raise CLIError(f"cannot prepare output directory {out!r}: "
+                       f"{exc.strerror or exc}") from None
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    import shlex
+    return f"{PROG} train --out {shlex.quote(args.out)} --iterations {args.iterations} --resume"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .cells import report
+    from .cells import TrainingInterrupted, report
 
     out = args.out
     ckpt = os.path.join(out, "checkpoint.npz")
-    result, backend = (_train_resumed if args.resume else _train_new)(args, ckpt, out)
+    try:
+        result, backend = (_train_resumed if args.resume else _train_new)(args, ckpt, out)
+    except TrainingInterrupted as exc:
+        # The trainer finished the iteration in progress and saved it.
+        print(f"{PROG}: interrupted at iteration {exc.iteration} of {args.iterations}; "
+              f"checkpoint saved to {exc.checkpoint}\n"
+              f"resume with: {_resume_command(args)}", file=sys.stderr)
+        return 130
     written, note = report.write_report(result, out, backend, plot=not args.no_plot)
     if not args.quiet:
         print(report.summary_text(result, backend, written, out, note), end="")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate, plot
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .cells import load_run, report
+
+    run = load_run(args.run_dir)
+    runs = run.config["eval_batch"] if args.runs is None else args.runs
+    seed = run.config["seed"] if args.seed is None else args.seed
+    before, after = run.evaluate(runs, seed, args.noise)
+    system = run.system if args.noise is None else run.with_noise(args.noise)
+    if args.json:
+        keys = ("hard_entropy", "soft_entropy", "distinct", "fraction_on", "boundaries",
+                "mode_fraction")
+        print(json.dumps({"source": run.source, "runs": runs, "seed": seed,
+                          "noise": system.noise, "unit": "nats",
+                          "before": {k: before[k] for k in keys},
+                          "after": {k: after[k] for k in keys}}))
+        return 0
+    print(f"model: {run.source} (seed {seed})")
+    print("\n".join(report.evaluation_lines(before, after, system, runs, run.loss.threshold)))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .cells import Trainer, report
+
+    ckpt = os.path.join(args.run_dir, "checkpoint.npz")
+    if not os.path.isfile(ckpt):
+        raise CLIError(f"no checkpoint.npz in {args.run_dir!r} (written by 'kdentropy train')")
+    trainer = Trainer.load(ckpt)
+    path = args.out or os.path.join(args.run_dir, "training.png")
+    try:
+        report.plot_training(trainer, trainer.params_initial, path)
+    except ImportError:
+        raise CLIError("drawing the figure needs matplotlib (pip install matplotlib)") from None
+    print(f"wrote {path}")
     return 0
 
 
@@ -455,7 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        handler = {"train": _cmd_train, "entropy": _cmd_entropy, "info": _cmd_info}
+        handler = {"train": _cmd_train, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
+                   "entropy": _cmd_entropy, "info": _cmd_info}
         return handler[args.command](args)
     except CLIError as exc:
         print(f"{exc.prog}: error: {exc}", file=sys.stderr)
@@ -463,12 +607,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError) as exc:
-        # Library validation errors name the argument; one line is enough.
+    except (ValueError, TypeError, OSError, ArithmeticError) as exc:
+        # Library validation errors name the argument, and a diverged training
+        # (FloatingPointError) says where; one line is enough.
         print(f"{PROG}: error: {_first_line(exc)}", file=sys.stderr)
         return 1
+    except MemoryError as exc:
+        print(f"{PROG}: error: out of memory: {_first_line(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # never a traceback from the command line
-        print(f"{PROG}: error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        # Qualify bare "error" types (zlib.error, ...) so the line never reads "error: error:".
+        kind = type(exc).__name__
+        if kind.lower() == "error":
+            kind = f"{type(exc).__module__}.{kind}"
+        print(f"{PROG}: error: {kind}: {_first_line(exc)}", file=sys.stderr)
         return 1
 
 

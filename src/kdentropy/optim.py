@@ -10,8 +10,10 @@ them.
 
 Learning rates may be a float or a schedule (:class:`Constant`,
 :class:`Cosine`, :class:`Exponential`): a callable mapping the 0-based step
-index to a rate. Optional global-norm gradient clipping (``clip_norm``)
-rescales the whole gradient when its Euclidean norm exceeds the limit.
+index to a rate, always in ``(0, 10]`` (larger rates overflow the update or
+throw the parameters far outside any useful range). Optional global-norm
+gradient clipping (``clip_norm``) rescales the whole gradient when its
+Euclidean norm exceeds the limit.
 
 Examples
 --------
@@ -71,11 +73,11 @@ class Constant(Schedule):
     Parameters
     ----------
     lr : float
-        The rate (> 0).
+        The rate, in ``(0, 10]`` (``kdentropy._validation.LR_MAX``).
     """
 
     def __init__(self, lr: float) -> None:
-        self.lr = _positive(lr, "lr")
+        self.lr = _validation.bounded(lr, "lr", 0.0, _validation.LR_MAX, low_open=True)
 
     def __call__(self, step: int) -> float:
         return self.lr
@@ -94,7 +96,7 @@ class Cosine(Schedule):
     Parameters
     ----------
     lr : float
-        Peak rate (> 0).
+        Peak rate, in ``(0, 10]``.
     total_steps : int
         Steps until the rate reaches ``min_lr``, warm-up included.
     min_lr : float, optional
@@ -104,7 +106,7 @@ class Cosine(Schedule):
     """
 
     def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0, warmup: int = 0) -> None:
-        self.lr = _positive(lr, "lr")
+        self.lr = _validation.bounded(lr, "lr", 0.0, _validation.LR_MAX, low_open=True)
         self.total_steps = _integer(total_steps, "total_steps")
         self.min_lr = _nonnegative(min_lr, "min_lr")
         if self.min_lr > self.lr:
@@ -131,7 +133,7 @@ class Exponential(Schedule):
     Parameters
     ----------
     lr : float
-        Initial rate (> 0).
+        Initial rate, in ``(0, 10]``.
     gamma : float
         Decay factor per ``decay_steps`` steps, in (0, 1].
     decay_steps : int, optional
@@ -139,7 +141,7 @@ class Exponential(Schedule):
     """
 
     def __init__(self, lr: float, gamma: float, decay_steps: int = 1) -> None:
-        self.lr = _positive(lr, "lr")
+        self.lr = _validation.bounded(lr, "lr", 0.0, _validation.LR_MAX, low_open=True)
         self.gamma = _positive(gamma, "gamma")
         if self.gamma > 1.0:
             raise ValueError(f"gamma must be in (0, 1]; got {self.gamma}")

@@ -1,8 +1,9 @@
 """Cell systems whose final binary patterns are trained to be reproducible.
 
-D cells sit on a line or a ring; each has a state in [0, 1] and is updated by
-one small MLP shared by all cells, from its neighbourhood and its position,
-with noise at every step. A batch of N runs from random initial states gives
+D cells sit on a line, a ring, a 2-D grid or a torus; each has a visible
+state and optional hidden channels in [0, 1] and is updated by one small MLP
+shared by all cells, from all channels of its neighbourhood (and optionally
+its position), with noise at every step. A batch of N runs from random initial states gives
 N final patterns; training minimises their soft entropy (plus an anti-collapse
 term) by back-propagation through time, and the reported quality is the exact
 entropy of a fresh evaluation batch.
@@ -11,9 +12,11 @@ One job per module:
 
 :mod:`~kdentropy.cells.topology`
     where the cells sit: neighbourhoods and position features (:class:`Line`,
-    :class:`Ring`; a new arrangement is one new class);
+    :class:`Ring`, :class:`Grid`, :class:`Torus`; a new arrangement is one
+    new class);
 :mod:`~kdentropy.cells.system`
-    :class:`CellSystem`: roll-out and back-propagation through time;
+    :class:`CellSystem`: roll-out and back-propagation through time, with a
+    NumPy reference engine and the Numba kernels of ``_kernels``;
 :mod:`~kdentropy.cells.loss`
     :class:`ReproducibilityLoss`, and why the anti-collapse term is what it is;
 :mod:`~kdentropy.cells.metrics`
@@ -25,7 +28,9 @@ One job per module:
 :mod:`~kdentropy.cells.trainer`
     :class:`Trainer`, :func:`train` and :class:`TrainResult`;
 :mod:`~kdentropy.cells.report`
-    the files and the figure ``kdentropy train`` writes.
+    the files and the figure ``kdentropy train`` writes;
+:mod:`~kdentropy.cells.saved`
+    :func:`load_run`: a trained system back from its run folder.
 
 Examples
 --------
@@ -41,8 +46,9 @@ from .history import History
 from .loss import ReproducibilityLoss
 from .metrics import pattern_stats
 from .system import CellSystem, Rollout
-from .topology import Line, Ring, Topology
-from .trainer import Trainer, TrainResult, train
+from .topology import Grid, Line, Ring, Topology, Torus
+from .trainer import Trainer, TrainingInterrupted, TrainResult, train
+from .saved import SavedRun, load_run
 
 __all__ = [
     "CellSystem",
@@ -52,8 +58,13 @@ __all__ = [
     "History",
     "Trainer",
     "TrainResult",
+    "TrainingInterrupted",
     "train",
     "Topology",
     "Line",
     "Ring",
+    "Grid",
+    "Torus",
+    "SavedRun",
+    "load_run",
 ]

@@ -32,7 +32,8 @@ def _stats(X: np.ndarray, threshold: float, layout: Topology) -> dict:
 
 
 def pattern_stats(X: ArrayLike, threshold: float = 0.5, *,
-                  topology: str | Topology = "line") -> dict:
+                  topology: str | Topology = "line",
+                  shape: tuple[int, int] | None = None) -> dict:
     """Summary of a batch of final patterns.
 
     Parameters
@@ -40,9 +41,14 @@ def pattern_stats(X: ArrayLike, threshold: float = 0.5, *,
     X : array_like, shape (N, D)
     threshold : float, optional
         A cell is on where ``X >= threshold``. Default 0.5.
-    topology : {"line", "ring"} or Topology, optional
+    topology : {"line", "ring", "grid", "torus"} or Topology, optional
         Which cells are neighbours; on a ring the last and first cells are
-        neighbours too.
+        neighbours too, on a grid the horizontally and vertically adjacent
+        cells of a row-major ``(H, W)`` layout (and the wrap-around pairs on a
+        torus).
+    shape : (int, int), optional
+        ``(H, W)`` with ``H W = D``; needed for ``"grid"`` and ``"torus"``
+        given by name.
 
     Returns
     -------
@@ -66,8 +72,12 @@ def pattern_stats(X: ArrayLike, threshold: float = 0.5, *,
         raise ValueError(f"X must be 2-D (N, D) with N >= 1; got shape {A.shape}")
     if isinstance(topology, str):
         # Boundaries need only the arrangement, not the radius or the positions.
-        topology = make_topology(topology, max(A.shape[1], 1), 0, "none")
-    elif topology.n_cells != A.shape[1]:
+        if TOPOLOGIES[topology].NDIM == 1:
+            shape = (max(A.shape[1], 1),)
+        elif shape is None:
+            raise ValueError(f"topology {topology!r} needs shape=(H, W)")
+        topology = make_topology(topology, shape, 0, "none")
+    if topology.n_cells != A.shape[1]:
         raise ValueError(f"X has {A.shape[1]} cells but the topology {topology!r} has "
                          f"{topology.n_cells}")
     return _stats(A, threshold, topology)

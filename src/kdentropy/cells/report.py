@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..entropy import pattern_counts
+from .system import CellSystem
 from .trainer import Trainer, TrainResult
 
-__all__ = ["plot_training", "summary", "summary_text", "write_report"]
+__all__ = ["plot_training", "training_figure", "summary", "summary_text", "evaluation_lines",
+           "write_report"]
 
 
 def _pattern_string(row: np.ndarray) -> str:
@@ -112,6 +114,46 @@ def write_report(result: TrainResult, out: str | os.PathLike, backend: str, *,
     return written, note
 
 
+def evaluation_lines(before: dict, after: dict, system: CellSystem, runs: int,
+                     threshold: float) -> list[str]:
+    """The lines that describe an evaluation batch before and after training.
+
+    Shared by ``kdentropy train`` and ``kdentropy evaluate``, so the two
+    print the same numbers in the same form.
+
+    Parameters
+    ----------
+    before, after : dict
+        :func:`~kdentropy.cells.trainer.evaluate_batch` results.
+    system : CellSystem
+    runs : int
+        Runs in the batch.
+    threshold : float
+        The binarisation threshold (for the most common pattern).
+
+    Returns
+    -------
+    list of str
+    """
+    size = "x".join(map(str, system.shape))
+    P, counts = pattern_counts(after["final"], threshold)
+    mode = _pattern_string(P[int(np.argmax(counts))])
+    if len(system.shape) == 2:  # rows of a grid pattern separated by "/"
+        W = system.shape[1]
+        mode = "/".join(mode[i:i + W] for i in range(0, len(mode), W))
+    return [
+        f"evaluation: {runs} fresh runs of a {system.topology} of {size} cells "
+        f"(1+{system.hidden_channels} channels), {system.steps} steps, noise {system.noise:g}",
+        f"  hard entropy  {before['hard_entropy']:7.4f} -> {after['hard_entropy']:7.4f} nats"
+        f"   (distinct patterns {before['distinct']} -> {after['distinct']}; "
+        f"log {runs} = {np.log(runs):.4f})",
+        f"  soft entropy  {before['soft_entropy']:7.4f} -> {after['soft_entropy']:7.4f} nats",
+        f"  fraction on   {before['fraction_on']:7.3f} -> {after['fraction_on']:7.3f}"
+        f"   boundaries {before['boundaries']:.2f} -> {after['boundaries']:.2f}",
+        f"  most common pattern ({100 * after['mode_fraction']:.0f}% of runs): {mode}",
+    ]
+
+
 def summary_text(result: TrainResult, backend: str, written: list[str], out: str | os.PathLike,
                  note: str = "") -> str:
     """The summary ``kdentropy train`` prints: entropies before and after, and the files.
@@ -131,28 +173,27 @@ def summary_text(result: TrainResult, backend: str, written: list[str], out: str
     str
         Several lines, with a final newline.
     """
-    before, after, trainer = result.before, result.after, result.trainer
-    system = trainer.system
-    lines = [
-        f"trained {trainer.iteration} iterations in {result.elapsed_s:.1f} s "
-        f"(seed {trainer.seed}, backend {backend})",
-        f"evaluation: {trainer.eval_batch} fresh runs of {system.n_cells} cells, "
-        f"{system.steps} steps",
-        f"  hard entropy  {before['hard_entropy']:7.4f} -> {after['hard_entropy']:7.4f} nats"
-        f"   (distinct patterns {before['distinct']} -> {after['distinct']})",
-        f"  soft entropy  {before['soft_entropy']:7.4f} -> {after['soft_entropy']:7.4f} nats",
-        f"  fraction on   {before['fraction_on']:7.3f} -> {after['fraction_on']:7.3f}"
-        f"   boundaries {before['boundaries']:.2f} -> {after['boundaries']:.2f}",
-        f"  most common pattern ({100 * after['mode_fraction']:.0f}% of runs): "
-        f"{_mode_pattern(result)}",
-        f"wrote {', '.join(written)} to {os.fspath(out)}{note}",
-    ]
+    trainer = result.trainer
+    lines = [f"trained {trainer.iteration} iterations in {result.elapsed_s:.1f} s "
+             f"(seed {trainer.seed}, backend {backend}, engine {trainer.system.engine})",
+             *evaluation_lines(result.before, result.after, trainer.system, trainer.eval_batch,
+                               trainer.loss.threshold),
+             f"wrote {', '.join(written)} to {os.fspath(out)}{note}"]
     return "\n".join(lines) + "\n"
+
+
+def _title(system: CellSystem, seed: int) -> str:
+    pos = "no position features" if system.position == "none" else \
+        f"{system.position} position features"
+    size = "x".join(map(str, system.shape))
+    return (f"{system.topology} of {size} cells, 1 visible + {system.hidden_channels} hidden "
+            f"channels, {pos}; {system.steps} steps, rate {system.rate:g}, "
+            f"noise {system.noise:g}, seed {seed}")
 
 
 def plot_training(trainer: Trainer, params_initial: np.ndarray, path: str | os.PathLike,
                   n_show: int = 4) -> None:
-    """Space-time diagrams of a few evaluation runs before/after, and the entropy curves.
+    """Draw :func:`training_figure` into a PNG file.
 
     Parameters
     ----------
@@ -163,7 +204,44 @@ def plot_training(trainer: Trainer, params_initial: np.ndarray, path: str | os.P
     path : path-like
         Where the PNG goes.
     n_show : int, optional
-        Evaluation runs shown in each row. Default 4.
+        See :func:`training_figure`.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    """
+    training_figure(trainer, params_initial, n_show).savefig(path, dpi=100)
+
+
+def training_figure(trainer: Trainer, params_initial: np.ndarray, n_show: int = 4) -> Any:
+    """The figure of a training run: patterns before and after, entropy and loss curves.
+
+    Rows 1 and 2 show ``n_show`` runs of the evaluation batch before and
+    after training: for a 1-D system their space-time diagrams of the visible
+    channel (with a colour bar: untrained states sit near 1/2, where the
+    scored pattern is invisible in grey) and, below each, the binarised final
+    pattern; for a 2-D system the binarised final patterns themselves (on =
+    black), a gallery of ``2 n_show`` runs. Row 3 shows the entropies during
+    training, hard entropy of the evaluation batch as markers at the
+    iterations where it was measured, with the ``log N`` ceilings of the
+    training and evaluation batches as dashed lines, and the loss and the
+    anti-collapse penalty on a log scale. The title gives topology, channels,
+    noise and seed.
+
+    Parameters
+    ----------
+    trainer : Trainer
+        The trained trainer (its current parameters are "after").
+    params_initial : ndarray
+        The parameters "before".
+    n_show : int, optional
+        Evaluation runs shown per row (1-D) or half the gallery (2-D). Default 4.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        With an Agg canvas attached (``savefig`` works without pyplot).
 
     Raises
     ------
@@ -176,42 +254,109 @@ def plot_training(trainer: Trainer, params_initial: np.ndarray, path: str | os.P
     from matplotlib.figure import Figure
 
     system = trainer.system
+    threshold = trainer.loss.threshold
     x0, xi = trainer.eval_inputs
-    k = min(n_show, x0.shape[0])
+    two_d = len(system.shape) == 2
+    k = min(n_show * (2 if two_d else 1), x0.shape[0])
     trajs = [system.rollout(p, x0[:k], xi[:, :k], keep_caches=False,
-                            keep_trajectory=True).trajectory
+                            keep_trajectory=True).trajectory[..., 0]
              for p in (params_initial, trainer.params)]
-    fig = Figure(figsize=(2.4 * k + 0.8, 8.5))
+    ncols = k // 2 if two_d and k > 1 else k
+    fig = Figure(figsize=(max(2.4 * ncols, 9.0) + 0.8, 9.5))
     FigureCanvasAgg(fig)
     # Fixed margins rather than constrained layout, which triples the drawing time.
-    grid = fig.add_gridspec(3, k, height_ratios=[1, 1, 1.1], left=0.07, right=0.98,
-                            bottom=0.06, top=0.94, hspace=0.45, wspace=0.25)
-    fig.text(0.5, 0.99, f"{system.n_cells} cells, {system.steps} steps: space-time diagrams of "
-             f"evaluation runs (cell on = black), and the entropy during training",
-             ha="center", va="top", fontsize=10)
+    grid = fig.add_gridspec(3, 1, height_ratios=[1, 1, 1.1], left=0.07, right=0.93,
+                            bottom=0.06, top=0.91, hspace=0.4)
+    fig.suptitle(_title(system, trainer.seed), fontsize=10)
     for row, (traj, label) in enumerate(zip(trajs, ("before", "after"))):
-        for j in range(k):
-            ax = fig.add_subplot(grid[row, j])
-            ax.imshow(traj[:, j, :], cmap="gray_r", vmin=0, vmax=1, aspect="auto",
-                      interpolation="nearest")
-            ax.set_title(f"{label} training, run {j + 1}", fontsize=9)
-            ax.set_xlabel("cell", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("step", fontsize=8)
-            ax.tick_params(labelsize=7)
-    ax = fig.add_subplot(grid[2, :])
+        if two_d:
+            _gallery(fig, grid[row], traj[-1], system, threshold, label, ncols)
+        else:
+            _spacetime(fig, grid[row], traj, threshold, label)
+    curves = grid[2].subgridspec(1, 2, wspace=0.25)
+    _entropy_panel(fig.add_subplot(curves[0]), trainer)
+    _loss_panel(fig.add_subplot(curves[1]), trainer)
+    return fig
+
+
+def _spacetime(fig: Any, cell: Any, traj: np.ndarray, threshold: float, label: str) -> None:
+    """Space-time diagrams (steps x cells) with the binarised final pattern under each."""
+    k = traj.shape[1]
+    sub = cell.subgridspec(2, k + 1, height_ratios=[6, 1], width_ratios=[1] * k + [0.06],
+                           wspace=0.25, hspace=0.15)
+    image = None
+    for j in range(k):
+        ax = fig.add_subplot(sub[0, j])
+        image = ax.imshow(traj[:, j, :], cmap="gray_r", vmin=0, vmax=1, aspect="auto",
+                          interpolation="nearest")
+        ax.set_title(f"{label} training, run {j + 1}", fontsize=9)
+        ax.tick_params(labelsize=7, labelbottom=False)
+        if j == 0:
+            ax.set_ylabel("step", fontsize=8)
+        bx = fig.add_subplot(sub[1, j])
+        bx.imshow((traj[-1:, j, :] >= threshold).astype(float), cmap="gray_r", vmin=0, vmax=1,
+                  aspect="auto", interpolation="nearest")
+        bx.set_yticks([])
+        bx.tick_params(labelsize=7)
+        bx.set_xlabel("cell (bottom: final pattern, on = black)", fontsize=7)
+    cax = fig.add_subplot(sub[0, k])
+    fig.colorbar(image, cax=cax).set_label("visible state", fontsize=8)
+    cax.tick_params(labelsize=7)
+
+
+def _gallery(fig: Any, cell: Any, final: np.ndarray, system: CellSystem, threshold: float,
+             label: str, ncols: int) -> None:
+    """Binarised final patterns of 2-D runs, two rows of ``ncols``."""
+    k = final.shape[0]
+    nrows = 2 if k > ncols else 1
+    sub = cell.subgridspec(nrows, ncols, wspace=0.15, hspace=0.3)
+    for j in range(k):
+        ax = fig.add_subplot(sub[j // ncols, j % ncols])
+        ax.imshow(system.layout.grid_view(final[j] >= threshold).astype(float), cmap="gray_r",
+                  vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if j == 0:
+            ax.set_ylabel(f"{label} training", fontsize=9)
+        ax.set_title(f"run {j + 1}", fontsize=8)
+
+
+def _entropy_panel(ax: Any, trainer: Trainer) -> None:
     h = trainer.history.as_arrays()
     ev = trainer.history.evaluations()
-    train_rows = ~np.isnan(h["soft_entropy"])
-    ax.plot(h["iteration"][train_rows], h["soft_entropy"][train_rows], lw=1, alpha=0.7,
-            label="soft entropy (training batch)")
-    ax.plot(h["iteration"][train_rows], h["hard_entropy"][train_rows], lw=1, alpha=0.7,
-            label="hard entropy (training batch)")
-    ax.plot(ev["iteration"], ev["eval_hard_entropy"], "o-", ms=3,
-            label=f"hard entropy ({trainer.eval_batch} fresh runs)")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("entropy (nats)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    rows = ~np.isnan(h["soft_entropy"])
+    it = h["iteration"][rows]
+    ax.plot(it, h["soft_entropy"][rows], lw=1, alpha=0.8, label="soft entropy (training batch)")
+    line = ax.plot(it, h["hard_entropy"][rows], lw=1, alpha=0.8,
+                   label="hard entropy (training batch)")[0]
+    ax.axhline(np.log(trainer.batch), color=line.get_color(), ls="--", lw=0.8,
+               label=f"log {trainer.batch} (training batch)")
+    dots = ax.plot(ev["iteration"], ev["eval_hard_entropy"], "o", ms=4,
+                   label=f"hard entropy ({trainer.eval_batch} fresh runs)")[0]
+    ax.axhline(np.log(trainer.eval_batch), color=dots.get_color(), ls="--", lw=0.8,
+               label=f"log {trainer.eval_batch} (fresh runs)")
+    ax.set_xlabel("iteration", fontsize=8)
+    ax.set_ylabel("entropy (nats)", fontsize=8)
+    ax.set_ylim(bottom=0, top=1.08 * np.log(max(trainer.batch, trainer.eval_batch)))
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100)
+    ax.set_title("entropy", fontsize=9)
+
+
+def _loss_panel(ax: Any, trainer: Trainer) -> None:
+    h = trainer.history.as_arrays()
+    rows = ~np.isnan(h["loss"])
+    it = h["iteration"][rows]
+    weight = trainer.loss.anti_collapse
+    ax.plot(it, h["loss"][rows], lw=1, label="loss")
+    if weight > 0:
+        ax.plot(it, weight * h["penalty"][rows], lw=1,
+                label=f"anti-collapse term ({weight:g} x penalty)")
+    if rows.any() and np.nanmin(h["loss"][rows]) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    ax.set_title("training loss", fontsize=9)

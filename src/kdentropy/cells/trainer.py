@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +33,111 @@ from .loss import ReproducibilityLoss
 from .metrics import _stats, batch_hard_entropy
 from .system import CellSystem
 
-__all__ = ["Trainer", "TrainResult", "train"]
+__all__ = ["Trainer", "TrainResult", "TrainingInterrupted", "train", "evaluate_batch",
+           "seed_streams"]
+
+
+def seed_streams(seed: int) -> list[np.random.SeedSequence]:
+    """The three independent streams a seed is split into: parameters, training, evaluation.
+
+    Parameters
+    ----------
+    seed : int
+
+    Returns
+    -------
+    list of numpy.random.SeedSequence
+        ``[init, train, eval]``; ``numpy.random.default_rng(eval)`` draws
+        the evaluation batch (see :class:`Trainer`).
+    """
+    return np.random.SeedSequence(seed).spawn(3)
+
+
+def evaluate_batch(system: CellSystem, loss: ReproducibilityLoss, params: ArrayLike,
+                   inputs: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Statistics of the final visible patterns of one batch of runs.
+
+    Parameters
+    ----------
+    system : CellSystem
+    loss : ReproducibilityLoss
+        Its temperature, sigma, threshold and backend define the soft entropy
+        and the binarisation.
+    params : array_like, shape (n_params,)
+    inputs : (x0, xi)
+        As :meth:`CellSystem.sample_inputs`.
+
+    Returns
+    -------
+    dict
+        :func:`pattern_stats` plus ``soft_entropy`` and ``final`` (the
+        ``(N, D)`` final visible states).
+    """
+    # The scored pattern is the visible channel (0) of the final states.
+    X = np.ascontiguousarray(system.rollout(params, *inputs, keep_caches=False).visible)
+    # The soft entropy checks the final states; the statistics reuse them.
+    H = float(soft_entropy(X, loss.temperature, loss.sigma, threshold=loss.threshold,
+                           backend=loss.backend))
+    stats = _stats(X, loss.threshold, system.layout)
+    stats["soft_entropy"] = H
+    stats["final"] = X
+    return stats
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :meth:`Trainer.run` between two iterations.
+
+    The iteration in progress was finished, so the trainer is consistent, and
+    saved to ``checkpoint`` when :meth:`Trainer.run` was given one: loading
+    that file and running on gives the same result, bit for bit, as a run
+    that was never interrupted. A subclass of :class:`KeyboardInterrupt`, so
+    code that does not know it still stops.
+
+    Attributes
+    ----------
+    iteration : int
+        Optimizer steps taken when training stopped.
+    checkpoint : str or None
+        Where the trainer was saved.
+    """
+
+    def __init__(self, iteration: int, checkpoint: str | None) -> None:
+        where = f"; saved to {checkpoint}" if checkpoint else ""
+        super().__init__(f"training interrupted at iteration {iteration}{where}")
+        self.iteration = iteration
+        self.checkpoint = checkpoint
+
+
+class _DeferredInterrupt:
+    """While active, a first SIGINT only sets :attr:`requested`; a second one raises at once.
+
+    Python raises KeyboardInterrupt wherever the interpreter happens to be,
+    which can be inside the optimizer's in-place update: the parameters would
+    be half-updated and no checkpoint written from them could reproduce
+    anything. Deferring it to the end of the iteration keeps every saved
+    state consistent. Only the main thread can install handlers, and a
+    handler other than Python's default (a caller's own, or SIG_IGN) is left
+    alone.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C: the user does not want to wait
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class _Progress:
@@ -165,17 +271,36 @@ class Trainer:
         self.batch = _validation.integer(batch, "batch", 1)
         self.eval_batch = _validation.integer(eval_batch, "eval_batch", 1)
         self.eval_every = _validation.integer(eval_every, "eval_every", 1)
-        init_ss, train_ss, eval_ss = np.random.SeedSequence(self.seed).spawn(3)
+        self._check_sizes()
+        init_ss, train_ss, eval_ss = seed_streams(self.seed)
         if params is None:
             self.params = self.system.init(np.random.default_rng(init_ss))
         else:
             self.params = self.system._check_params(params).copy()
+            _validation.finite_vector(self.params, "params")
         self.params_initial = self.params.copy()
         self.rng = np.random.default_rng(train_ss)
         self.eval_inputs = self.system.sample_inputs(np.random.default_rng(eval_ss),
                                                      self.eval_batch)
         self.iteration = 0
         self.history = History()
+
+    def _check_sizes(self) -> None:
+        """Refuse batch sizes whose arrays could never be allocated.
+
+        The evaluation batch's noise is drawn in the constructor and one
+        training step keeps every layer's activations for back-propagation;
+        an absurd size (a typo, a damaged checkpoint) is a ValueError that
+        names it instead of a MemoryError later.
+        """
+        s = self.system
+        _validation.element_budget([("steps", s.steps), ("eval_batch", self.eval_batch),
+                                    ("n_cells", s.n_cells), ("channels", s.n_channels)],
+                                   "the evaluation batch")
+        width = s.layout.n_features + sum(s.hidden) + s.n_channels
+        _validation.element_budget([("steps", s.steps), ("batch", self.batch),
+                                    ("n_cells", s.n_cells), ("layer widths", width)],
+                                   "one training step")
 
     # -- evaluation -----------------------------------------------------------
 
@@ -194,15 +319,7 @@ class Trainer:
             ``(eval_batch, D)`` final states).
         """
         params = self.params if params is None else params
-        X = self.system.rollout(params, *self.eval_inputs, keep_caches=False).final
-        loss = self.loss
-        # The soft entropy checks the final states; the statistics reuse them.
-        H = float(soft_entropy(X, loss.temperature, loss.sigma, threshold=loss.threshold,
-                               backend=loss.backend))
-        stats = _stats(X, loss.threshold, self.system.layout)
-        stats["soft_entropy"] = H
-        stats["final"] = X
-        return stats
+        return evaluate_batch(self.system, self.loss, params, self.eval_inputs)
 
     def record_evaluation(self) -> dict:
         """Evaluate the current parameters and store the result in the history row of now.
@@ -233,11 +350,44 @@ class Trainer:
             The values recorded in the history row of the new iteration:
             ``loss``, ``soft_entropy``, ``penalty``, ``hard_entropy``,
             ``grad_norm`` and ``lr``.
+
+        Raises
+        ------
+        FloatingPointError
+            If the loss, the gradient or the updated parameters are not
+            finite (training diverged). Nothing is recorded; the parameters,
+            optimizer state and iteration stay as they were (the random
+            stream has moved on).
         """
         x0, xi = self.system.sample_inputs(self.rng, self.batch)
-        value, grad, parts = self.system.loss_and_grad(self.params, x0, xi, self.loss)
+        # An overflow surfaces as a non-finite loss, gradient or update, each
+        # checked below with an error that says what diverged; NumPy's
+        # warnings would only precede it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            value, grad, parts = self.system.loss_and_grad(self.params, x0, xi, self.loss)
+            grad_norm = float(np.linalg.norm(grad))
+        it = self.iteration + 1
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"training diverged at iteration {it}: the loss is {value} (soft entropy "
+                f"{parts['soft_entropy']}, penalty {parts['penalty']}); lower the learning "
+                "rate or the anti-collapse weight")
+        if not math.isfinite(grad_norm):
+            raise FloatingPointError(
+                f"training diverged at iteration {it}: the gradient is not finite (norm "
+                f"{grad_norm}); lower the learning rate or the anti-collapse weight")
         lr = self.optimizer.lr
-        self.optimizer.step(self.params, grad)
+        # Kept so that a step that overflows the parameters leaves the trainer
+        # as it was (still resumable and savable) instead of half-updated.
+        params_before, state_before = self.params.copy(), self.optimizer.state_dict()
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.optimizer.step(self.params, grad)
+        if not np.isfinite(self.params).all():
+            self.params[...] = params_before
+            self.optimizer.load_state_dict(state_before)
+            raise FloatingPointError(
+                f"training diverged at iteration {it}: the update overflowed the parameters "
+                f"(gradient norm {grad_norm:g}, learning rate {lr:g}); lower the learning rate")
         self.iteration += 1
         row = {"loss": value, "soft_entropy": parts["soft_entropy"], "penalty": parts["penalty"],
                "hard_entropy": batch_hard_entropy(parts["final"], self.loss.threshold),
@@ -258,11 +408,11 @@ class Trainer:
             Show progress on stderr: a tqdm bar when tqdm is installed,
             otherwise a line every ~10% of the run. Default True.
         checkpoint : path, optional
-            Where :meth:`save` writes (at the end, and every
-            ``checkpoint_every`` iterations if given).
+            Where :meth:`save` writes (at the end, every ``checkpoint_every``
+            iterations if given, and when interrupted).
         checkpoint_every : int, optional
             Also save every this many iterations (needs ``checkpoint``), so
-            an interrupted run can be resumed with :meth:`load`.
+            a run that is killed can be resumed with :meth:`load`.
         callback : callable, optional
             Called as ``callback(trainer)`` after every iteration.
 
@@ -270,6 +420,13 @@ class Trainer:
         -------
         History
             ``self.history``.
+
+        Raises
+        ------
+        TrainingInterrupted
+            On Ctrl-C (SIGINT, in the main thread): the iteration in progress
+            is finished and saved to ``checkpoint`` first. A second Ctrl-C
+            stops at once, without saving.
         """
         iterations = _validation.integer(iterations, "iterations", 0)
         if checkpoint is not None:
@@ -283,19 +440,24 @@ class Trainer:
             self.record_evaluation()  # row 0: the untrained system
         bar = _Progress(iterations, progress)
         try:
-            end = self.iteration + iterations
-            while self.iteration < end:
-                self.step()
-                # Only on multiples of eval_every (never "at the end of this
-                # call"), so the history does not depend on how a run was
-                # split into resumed pieces.
-                if self.iteration % self.eval_every == 0:
-                    self.record_evaluation()
-                bar.update(self.iteration, self.history.last)
-                if checkpoint_every and self.iteration % checkpoint_every == 0:
-                    self.save(checkpoint)
-                if callback is not None:
-                    callback(self)
+            with _DeferredInterrupt() as interrupt:
+                end = self.iteration + iterations
+                while self.iteration < end:
+                    self.step()
+                    # Only on multiples of eval_every (never "at the end of this
+                    # call"), so the history does not depend on how a run was
+                    # split into resumed pieces.
+                    if self.iteration % self.eval_every == 0:
+                        self.record_evaluation()
+                    bar.update(self.iteration, self.history.last)
+                    if checkpoint_every and self.iteration % checkpoint_every == 0:
+                        self.save(checkpoint)
+                    if callback is not None:
+                        callback(self)
+                    if interrupt.requested:
+                        if checkpoint is not None:
+                            self.save(checkpoint)
+                        raise TrainingInterrupted(self.iteration, checkpoint)
         finally:
             bar.close()
         if checkpoint is not None:
@@ -389,7 +551,8 @@ class Trainer:
         if backend is not None:
             backend = _backends.check_name(backend)
         return _checkpoint.read(path, History.COLUMNS,
-                                lambda ckpt: cls._from_checkpoint(ckpt, backend))
+                                lambda ckpt: cls._from_checkpoint(ckpt, backend),
+                                param_count=lambda config: CellSystem(**config["system"]).n_params)
 
     @classmethod
     def _from_checkpoint(cls, ckpt: _checkpoint.Checkpoint, backend: str | None) -> Trainer:
