@@ -93,7 +93,9 @@ _PARAMETERS_DOC = """
         Arrays with ``__cuda_array_interface__`` (CuPy, Numba device arrays)
         are processed on the GPU by the ``cuda`` backend.
     {keywords}
-    backend : {"auto", "numpy", "cpu", "cuda"}, optional
+    backend : str, optional
+        A registered backend (``kdentropy.backends.BACKEND_NAMES``: "numpy",
+        "cpu", "cuda", ...) or "auto".
         Overrides :func:`use_backend`, :func:`set_backend` and the
         ``KDENTROPY_BACKEND`` environment variable for this call.
 """.replace("{keywords}", KEYWORDS)

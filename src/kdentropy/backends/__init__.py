@@ -171,7 +171,8 @@ def set_backend(name: str | None) -> None:
 
     Parameters
     ----------
-    name : {"auto", "numpy", "cpu", "cuda"} or None
+    name : str or None
+        A registered backend (:data:`BACKEND_NAMES`) or "auto".
         ``None`` clears the setting, so the environment variable
         ``KDENTROPY_BACKEND`` (or ``"auto"``) applies again.
     """
@@ -219,7 +220,8 @@ def use_backend(name: str) -> Iterator[None]:
 
     Parameters
     ----------
-    name : {"auto", "numpy", "cpu", "cuda"}
+    name : str
+        A registered backend (:data:`BACKEND_NAMES`) or "auto".
 
     Examples
     --------

@@ -172,7 +172,9 @@ _PARAMETERS = """
         float32 (as for ``np.concatenate`` of the shards); other real dtypes
         are computed in float64. Device arrays are copied to the host.
     {keywords}
-    backend : {"auto", "numpy", "cpu", "cuda"}, optional
+    backend : str, optional
+        A registered backend (``kdentropy.backends.BACKEND_NAMES``: "numpy",
+        "cpu", "cuda", ...) or "auto".
         Computes the local kernel blocks; chosen as for the single-process
         functions. A backend without block primitives (``cuda``, which works
         on one whole batch per launch) is replaced by ``cpu``, whether or not

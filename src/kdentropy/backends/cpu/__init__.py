@@ -265,24 +265,26 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
     for p in range(G_):
         mean = _column_mean_of(S[p])
         Sc, sqn = _centered(S[p], mean, work)
-        C0[p] = _sym_counts(Sc, sqn, scale, ws, panels)
+        ScT = np.ascontiguousarray(Sc.T)
+        C0[p] = _sym_counts(Sc, ScT, sqn, scale, ws, panels)
         if want_grad:
             coef = np.asarray(coefficients(C0[p]), dtype=np.float64)
-            rowsum = _gram_pair_sums(Sc, sqn, coef, scale, ws, panels, V[p])
+            rowsum = _gram_pair_sums(Sc, ScT, sqn, coef, scale, ws, panels, V[p])
             if work == np.float32 and not _float32_sums_held(rowsum, sqn, V[p]):
                 # Tight clusters: redo the sums in float64 (K is recomputed).
                 Sc, sqn = _centered(S[p], mean, np.float64)
                 ws64 = _Workspace(N, N, D, np.float64, True)
-                _gram_pair_sums(Sc, sqn, coef, scale, ws64, _sym_plan(N, ws64, keep=False)[0],
-                                V[p])
+                _gram_pair_sums(Sc, np.ascontiguousarray(Sc.T), sqn, coef, scale, ws64,
+                                _sym_plan(N, ws64, keep=False)[0], V[p])
     return C0, V
 
 
-def _gram_pair_sums(Sc, sqn, coef, scale, ws, panels, out) -> np.ndarray:
+def _gram_pair_sums(Sc, ScT, sqn, coef, scale, ws, panels, out) -> np.ndarray:
     """Pass 2 on Gram panels: ``out_i = sum_j K_ij (g_i + g_j) (S_i - S_j)``; returns ``sum_j w_ij``."""
     # Rounded to the panel dtype: float32 weights are then formed in float32
     # (8 lanes), and rounded to float32 either way.
-    rowsum, acc = _sym_grad(Sc, sqn, coef.astype(Sc.dtype, copy=False), scale, ws, panels)
+    rowsum, acc = _sym_grad(Sc, ScT, sqn, coef.astype(Sc.dtype, copy=False), scale, ws,
+                            panels)
     pair_sums(rowsum, Sc, acc, out)
     return rowsum
 

@@ -5,6 +5,8 @@ See :mod:`kdentropy.backends.cpu` for the tiling scheme, the threading and the n
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit, prange
 
@@ -202,6 +204,25 @@ def _ranges(lo: int, hi: int, step: int) -> list[tuple[int, int]]:
     return [(a, min(hi, a + step)) for a in range(lo, hi, step)]
 
 
+# Workspace buffers are kept per thread between calls: a fresh multi-MiB
+# buffer is fresh memory from the OS, and writing it the first time (page
+# faults) took longer than the GEMM that filled it (2.5 ms instead of 1.3 ms
+# for a float64 1024 x 1024 x 64 Gram block). Bounded by the workspace sizes.
+_KEPT = threading.local()
+
+
+def _kept(name: str, size: int, dtype: np.dtype) -> np.ndarray:
+    """A flat buffer of at least ``size`` entries, reused across calls in this thread."""
+    dtype = np.dtype(dtype)
+    key = (name, dtype.str)
+    buffers = _KEPT.__dict__.setdefault("buffers", {})
+    buf = buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        buffers[key] = buf
+    return buf[:size]
+
+
 class _Workspace:
     """Bounded buffers shared by all panels of one call.
 
@@ -217,12 +238,12 @@ class _Workspace:
         width = min(_PANEL_ENTRIES // self.rows, _PANEL_ENTRIES // max(D, 1))
         self.width = max(self.rows, min(width, cols))
         nchunk = (self.rows + _ROW_CHUNK - 1) // _ROW_CHUNK
-        self.panel = np.empty(self.rows * self.width, dtype=dtype)
-        self.cpart = np.empty((nchunk, self.width))
-        self.kbuf = np.empty((nchunk, self.width), dtype=dtype)
+        self.panel = _kept("panel", self.rows * self.width, dtype)
+        self.cpart = _kept("cpart", nchunk * self.width, np.float64).reshape(nchunk, self.width)
+        self.kbuf = _kept("kbuf", nchunk * self.width, dtype).reshape(nchunk, self.width)
         if with_grad:
-            self.P = np.empty((self.rows, D), dtype=dtype)
-            self.Q = np.empty((self.width, D), dtype=dtype)
+            self.P = _kept("P", self.rows * D, dtype).reshape(self.rows, D)
+            self.Q = _kept("Q", self.width * D, dtype).reshape(self.width, D)
 
     def buffer(self, bi: int, bw: int) -> np.ndarray:
         return self.panel[: bi * bw].reshape(bi, bw)
@@ -245,7 +266,7 @@ def _sym_plan(N: int, ws: _Workspace, keep: bool):
         fits = used + size <= budget
         sizes.append(size if fits else 0)
         used += size if fits else 0
-    cache = np.empty(used, dtype=ws.dtype)
+    cache = _kept("kcache", used, ws.dtype)
     panels = []
     pos = 0
     for (i0, i1, c0, c1), size in zip(spans, sizes):
@@ -255,32 +276,40 @@ def _sym_plan(N: int, ws: _Workspace, keep: bool):
     return panels, cache
 
 
-def _sym_gram(Sc: np.ndarray, i0: int, i1: int, c0: int, c1: int, G: np.ndarray) -> None:
-    """``G = Sc[i0:i1] @ Sc[c0:c1].T`` by BLAS; a leading float64 diagonal block by syrk.
+# Below this D a float64 diagonal block is one GEMM too: OpenBLAS's dsyrk
+# (half the flops) was 3x slower than dgemm at D = 64 and 1.3x at D = 256, and
+# only 1.2x faster at D = 1024 (2 threads).
+_SYRK_MIN_D = 512
 
-    float32 panels are always one GEMM: OpenBLAS's ssyrk was measured no
-    faster than sgemm on the whole block (2 threads, D <= 1024), and the
-    extra call cost up to 40% of a panel at D = 64. Only the upper triangle
-    of a diagonal block is read, so GEMM's not exactly symmetric result is
-    harmless.
+
+def _sym_gram(Sc: np.ndarray, ScT: np.ndarray, i0: int, i1: int, c0: int, c1: int,
+              G: np.ndarray) -> None:
+    """``G = Sc[i0:i1] @ Sc[c0:c1].T`` by BLAS (``ScT`` is ``Sc.T``, contiguous).
+
+    The right operand comes from the separate buffer ``ScT``, so NumPy never
+    sees ``A @ A.T`` and never switches to syrk, which was 6x slower than
+    GEMM for a float32 1024 x 1024 x 64 block (OpenBLAS 0.3.31, 2 threads).
+    Only float64 diagonal blocks with ``D >= _SYRK_MIN_D`` use syrk on
+    purpose. Only the upper triangle of a diagonal block is read, so GEMM's
+    not exactly symmetric result is harmless.
     """
     A = Sc[i0:i1]
-    if c0 == i0 and Sc.dtype == np.float64:
+    if c0 == i0 and Sc.dtype == np.float64 and Sc.shape[1] >= _SYRK_MIN_D:
         bi = i1 - i0
         np.matmul(A, A.T, out=G[:, :bi])  # NumPy recognises A @ A.T and calls syrk
         if c1 > i1:
-            np.matmul(A, Sc[i1:c1].T, out=G[:, bi:])
+            np.matmul(A, ScT[:, i1:c1], out=G[:, bi:])
     else:
-        np.matmul(A, Sc[c0:c1].T, out=G)
+        np.matmul(A, ScT[:, c0:c1], out=G)
 
 
-def _sym_counts(Sc: np.ndarray, sqn: np.ndarray, scale: float, ws: _Workspace,
-                panels) -> np.ndarray:
+def _sym_counts(Sc: np.ndarray, ScT: np.ndarray, sqn: np.ndarray, scale: float,
+                ws: _Workspace, panels) -> np.ndarray:
     """Pass 1: ``C0_i = sum_{j != i} K_ij`` for one population, from the pairs i < j."""
     C0 = np.zeros(Sc.shape[0])
     for i0, i1, c0, c1, slot in panels:
         G = ws.buffer(i1 - i0, c1 - c0) if slot is None else slot
-        _sym_gram(Sc, i0, i1, c0, c1, G)
+        _sym_gram(Sc, ScT, i0, i1, c0, c1, G)
         # sqn stands in for the coefficient arguments, which counting ignores: it has
         # their dtype, so both passes share one compiled _panel.
         _panel(G, sqn[i0:i1], sqn[c0:c1], sqn[i0:i1], sqn[c0:c1], scale, i0 - c0, _UPPER,
@@ -289,8 +318,8 @@ def _sym_counts(Sc: np.ndarray, sqn: np.ndarray, scale: float, ws: _Workspace,
     return C0
 
 
-def _sym_grad(Sc: np.ndarray, sqn: np.ndarray, coef: np.ndarray, scale: float,
-              ws: _Workspace, panels) -> tuple[np.ndarray, np.ndarray]:
+def _sym_grad(Sc: np.ndarray, ScT: np.ndarray, sqn: np.ndarray, coef: np.ndarray,
+              scale: float, ws: _Workspace, panels) -> tuple[np.ndarray, np.ndarray]:
     """Pass 2 for one population, from the pairs i < j.
 
     Returns ``(rowsum, acc)`` (float64) with ``rowsum_i = sum_j w_ij`` and
@@ -303,7 +332,7 @@ def _sym_grad(Sc: np.ndarray, sqn: np.ndarray, coef: np.ndarray, scale: float,
         bi, bw = i1 - i0, c1 - c0
         if slot is None:
             W = ws.buffer(bi, bw)
-            _sym_gram(Sc, i0, i1, c0, c1, W)
+            _sym_gram(Sc, ScT, i0, i1, c0, c1, W)
         else:
             W = slot  # holds K from pass 1
         _panel(W, sqn[i0:i1], sqn[c0:c1], coef[i0:i1], coef[c0:c1], scale, i0 - c0, _UPPER,
