@@ -105,3 +105,12 @@ def try_reshape(X: Any, shape: tuple[int, ...]) -> Any:
         return X.reshape(shape)
     except (NotImplementedError, ValueError):
         return None
+
+
+def neg_kernel_scale(sigma: float, dtype: Any) -> Any:
+    """``-1 / (2 sigma^2)`` in ``dtype``, clamped to the largest finite value.
+
+    For tiny sigma, ``-inf`` would turn the ``d2 = 0`` pairs into
+    ``exp(0 * -inf) = NaN`` instead of ``K = 1``.
+    """
+    return np.dtype(dtype).type(max(-0.5 / sigma / sigma, -float(np.finfo(dtype).max)))

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import cuda, float32, float64, uint32
 
-from ._device import MAX_GRID_Y_Z, SIMULATOR, multiprocessors
+from ._device import MAX_GRID_Y_Z, SIMULATOR, multiprocessors, neg_kernel_scale
 from ._elementwise import sum_partials
 
 
@@ -358,12 +358,6 @@ def kernels(dtype: np.dtype, gram: bool) -> dict[str, Any]:
             "weighted": _weighted_kernel(np.dtype(dtype), bool(gram))}
 
 
-def _neg_scale(sigma: float, dtype: np.dtype) -> Any:
-    # Clamped to the largest finite value: for tiny sigma, -inf would turn the
-    # d2 = 0 pairs into exp(0 * -inf) = NaN instead of 1.
-    return np.dtype(dtype).type(max(-0.5 / sigma / sigma, -float(np.finfo(dtype).max)))
-
-
 def _splits(n_tiles: int, blocks_per_split: int, bytes_per_split: int) -> tuple[int, int]:
     """``(P, tiles_per_split)``: column tiles split over P blocks per row tile, none empty."""
     target = 4 * multiprocessors()
@@ -390,7 +384,7 @@ def counts(Sc: Any, sqn: Any, sigma: float, gram: bool) -> Any:
     kernel = kernels(dtype, gram)["counts"]
     for g0 in range(0, G, gz):  # grid z holds at most MAX_GRID_Y_Z populations
         kernel[(n_tiles, P, min(gz, G - g0)), (tl.threads, tl.threads)](
-            Sc, sqn, partial, _neg_scale(sigma, dtype), per, g0)
+            Sc, sqn, partial, neg_kernel_scale(sigma, dtype), per, g0)
     if P == 1:
         return partial.reshape(G, N)
     C0 = cuda.device_array((G, N), dtype=np.float64)
@@ -417,7 +411,7 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any
     kernel = kernels(dtype, gram)["weighted"]
     for g0 in range(0, G, gz):
         kernel[(n_tiles, P * n_chunks, min(gz, G - g0)), (tl.threads, tl.threads)](
-            Sc, sqn, coef, partial, _neg_scale(sigma, dtype), per, n_chunks, g0)
+            Sc, sqn, coef, partial, neg_kernel_scale(sigma, dtype), per, n_chunks, g0)
     if P == 1:
         return partial.reshape(G, N, D)
     V = cuda.device_array((G, N, D), dtype=np.float64)

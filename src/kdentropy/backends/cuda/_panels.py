@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numba import cuda, float32, float64
 
-from ._device import SIMULATOR, elementwise_grid, free_device_bytes, host_view
+from ._device import SIMULATOR, elementwise_grid, free_device_bytes, host_view, neg_kernel_scale
 
 # Threads of one epilogue block (one block per panel row); a power of two for
 # the tree reduction.
@@ -170,11 +170,6 @@ def _epilogues(dtype: np.dtype) -> dict[str, Any]:
     return {"counts": panel_counts, "weights": panel_weights, "rows": panel_rows}
 
 
-def _neg_scale(sigma: float, dtype: np.dtype) -> Any:
-    # Clamped to the largest finite value so that d2 = 0 still gives K = 1.
-    return np.dtype(dtype).type(max(-0.5 / sigma / sigma, -float(np.finfo(dtype).max)))
-
-
 class PanelPlan:
     """Panel height and whether the kernel values of pass 1 are kept for pass 2."""
 
@@ -196,7 +191,7 @@ def counts(Sc: Any, sqn: Any, sigma: float, plan: PanelPlan) -> Any:
     """Pass 1 on Gram panels: device float64 ``C0 (G, N)``."""
     G, N, _ = (int(n) for n in Sc.shape)
     k = _epilogues(np.dtype(Sc.dtype))["counts"]
-    neg = _neg_scale(sigma, Sc.dtype)
+    neg = neg_kernel_scale(sigma, Sc.dtype)
     C0 = cuda.device_array((G, N), dtype=np.float64)
     for g in range(G):
         for i0, i1 in plan.panels(N):
@@ -210,7 +205,7 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, plan: PanelPlan) -
     """Pass 2 on Gram panels: device float64 ``V (G, N, D)``; ``coef`` in the work dtype."""
     G, N, D = (int(n) for n in Sc.shape)
     ks = _epilogues(np.dtype(Sc.dtype))
-    neg = _neg_scale(sigma, Sc.dtype)
+    neg = neg_kernel_scale(sigma, Sc.dtype)
     rowsum = cuda.device_array((G, N), dtype=np.float64)
     V = cuda.device_array((G, N, D), dtype=np.float64)
     P = cuda.device_array((plan.rows, D), dtype=Sc.dtype)
