@@ -51,6 +51,7 @@ class SoftParams:
     @classmethod
     def check(cls, temperature: Any, sigma: Any, threshold: Any, base: Any,
               normalize: Any) -> SoftParams:
+        """The keywords of a soft-entropy call, checked once (``TypeError``/``ValueError``)."""
         return cls(_validation.sharpness(temperature, "temperature"),
                    _validation.kernel_width(sigma, "sigma"),
                    _validation.real_scalar(threshold, "threshold"),

@@ -211,7 +211,6 @@ def _serialised_on_workqueue(func: Callable) -> Callable:
     return wrapper
 
 
-@_serialised_on_workqueue
 def soft_counts_and_grad(S: np.ndarray, sigma: float,
                          coefficients: Callable[[np.ndarray], np.ndarray] | None
                          ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -240,6 +239,7 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
     C0 = np.empty((G_, N))
     V = np.empty((G_, N, D)) if want_grad else None
     if N * N * max(D, 1) <= _SMALL_WORK:
+        # Serial code: no parallel region, so no threading-layer lock either.
         K = np.empty((N, N))
         scratch = np.empty((2, N))
         VT = np.empty((D, N))
@@ -251,6 +251,18 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
                 small_pair_sums(S[p], ST, coef, K, VT, scratch[1])
                 V[p] = VT.T
         return C0, V
+    _parallel_counts_and_grad(S, sigma, coefficients, C0, V)
+    return C0, V
+
+
+@_serialised_on_workqueue
+def _parallel_counts_and_grad(S: np.ndarray, sigma: float,
+                              coefficients: Callable[[np.ndarray], np.ndarray] | None,
+                              C0: np.ndarray, V: np.ndarray | None) -> None:
+    """:func:`soft_counts_and_grad` for batches above the small-batch size, into C0 and V."""
+    G_, N, D = S.shape
+    want_grad = V is not None
+    scale = 0.5 / (sigma * sigma)
     work = _distance_precision(S - S.mean(axis=-2, keepdims=True), sigma)
     if work is None:
         for p in range(G_):
@@ -259,7 +271,7 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
             if want_grad:
                 coef = np.asarray(coefficients(C0[p]), np.float64)
                 direct_pair_sums(S[p], coef, S[p], ST, coef, scale, True, V[p])
-        return C0, V
+        return
     ws = _Workspace(N, N, D, work, want_grad)
     panels, _cache = _sym_plan(N, ws, keep=want_grad)
     for p in range(G_):
@@ -276,7 +288,6 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
                 ws64 = _Workspace(N, N, D, np.float64, True)
                 _gram_pair_sums(Sc, np.ascontiguousarray(Sc.T), sqn, coef, scale, ws64,
                                 _sym_plan(N, ws64, keep=False)[0], V[p])
-    return C0, V
 
 
 def _gram_pair_sums(Sc, ScT, sqn, coef, scale, ws, panels, out) -> np.ndarray:
