@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 from typing import Any
@@ -51,15 +52,16 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- schedules
 
-class Schedule:
+class Schedule(abc.ABC):
     """A learning rate as a function of the 0-based step index."""
 
-    def __call__(self, step: int) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, step: int) -> float:
+        """The learning rate at 0-based step ``step``."""
 
+    @abc.abstractmethod
     def get_config(self) -> dict:
         """JSON-serialisable constructor arguments plus ``"name"``."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def __repr__(self) -> str:
         cfg = self.get_config()
@@ -166,7 +168,7 @@ def _as_schedule(lr: float | Schedule) -> Schedule:
 
 # ----------------------------------------------------------------------------- optimizers
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Base class: validation, learning-rate schedule, clipping and state handling.
 
     Subclasses implement ``_update(params, grad, lr)`` and name their moment
@@ -243,8 +245,9 @@ class Optimizer:
         self._update(params, grad, lr)
         return params
 
+    @abc.abstractmethod
     def _update(self, params: np.ndarray, grad: np.ndarray, lr: float) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Apply one update of step size ``lr`` to ``params`` in place."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything that changes during optimisation, as numpy arrays.
