@@ -1,4 +1,4 @@
-"""What only the Numba ``cpu`` backend has: tiling, its K-cache, threads, its own exp.
+"""What only the Numba ``cpu`` backend has: fused tiling, serial twins, threads, its own exp.
 
 The checks every backend shares (accuracy against the reference, dtypes,
 batching, determinism, block primitives) are in ``test_backend_contract.py``.
@@ -24,30 +24,36 @@ from kdentropy import backends
 
 numba = pytest.importorskip("numba")
 cpu = backends.load("cpu")
-from kdentropy.backends.cpu import _fastmath, _panels  # noqa: E402
+from kdentropy.backends.cpu import _fastmath, _fused  # noqa: E402
 
 T, SIGMA, THETA = 10.0, 0.5, 0.5
 
 
 # ----------------------------------------------------------------------------- tiling
 
+def _force(monkeypatch, parallel: bool) -> None:
+    """Route every batch to the parallel kernels or to their serial twins."""
+    monkeypatch.setattr(cpu, "_SERIAL_WORK", -1 if parallel else 1 << 62)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_tiling_and_k_cache_do_not_change_results(rng, monkeypatch, dtype):
-    # Small tiles and panels exercise several row tiles, several panels per
-    # tile, an empty, a partly filled and an unbounded kernel cache, and
-    # ragged last tiles.
+def test_tiling_does_not_change_results(rng, monkeypatch, dtype):
+    # Small blocks give several row tiles, several chunks per tile and
+    # ragged last tiles (75 rows, 9 columns: both padded); serial twins and
+    # parallel builds agree bit for bit.
     X = batch(rng, 1, 75, 9, dtype=dtype)
     H0, G0 = backend_value_and_grad(cpu, X, T, SIGMA, THETA)
     H_ref, G_ref = reference_value_and_grad(X, T, SIGMA, THETA)
-    configs = [(16, 16 * 20, 0), (32, 32 * 40, 12_000), (7, 7 * 13, 1 << 30)]
-    for rows, entries, cache_bytes in configs:
-        monkeypatch.setattr(_panels, "_TILE_ROWS", rows)
-        monkeypatch.setattr(_panels, "_PANEL_ENTRIES", entries)
-        monkeypatch.setattr(_panels, "_K_CACHE_BYTES", cache_bytes)
-        ws = _panels._Workspace(75, 75, 9, np.dtype(dtype), with_grad=True)
-        panels, _ = _panels._sym_plan(75, ws, keep=True)
-        assert len({(i0, i1) for i0, i1, *_ in panels}) > 1  # several row tiles
-        H, G = backend_value_and_grad(cpu, X, T, SIGMA, THETA)
+    width = _fused.tile_columns(dtype)
+    for block in (width, 2 * width, _fused.BLOCK):
+        monkeypatch.setattr(_fused, "BLOCK", block)
+        results = []
+        for parallel in (False, True):
+            _force(monkeypatch, parallel)
+            results.append(backend_value_and_grad(cpu, X, T, SIGMA, THETA))
+        (H, G), (Hp, Gp) = results
+        assert H == Hp
+        np.testing.assert_array_equal(G, Gp)
         if dtype == np.float64:
             assert_float64_close(H, G, H_ref, G_ref)
             assert_float64_close(H, G, H0, G0, rtol=1e-12)
@@ -57,27 +63,25 @@ def test_tiling_and_k_cache_do_not_change_results(rng, monkeypatch, dtype):
             assert norm_rel(G, G0) <= 1e-5
 
 
-@pytest.mark.parametrize("N, D, dtype", [(100_000, 64, np.float64), (5000, 3000, np.float32)])
-def test_plan_covers_each_pair_once_with_bounded_memory(N, D, dtype):
-    # The panels visit every pair i < j exactly once, and no buffer grows
-    # with N beyond O(N·D): the panel, Q and the kernel cache are bounded.
-    ws = _panels._Workspace(N, N, D, np.dtype(dtype), with_grad=True)
-    panels, cache = _panels._sym_plan(N, ws, keep=True)
-    pairs = 0
-    for i0, i1, c0, c1, slot in panels:
-        bi, bw = i1 - i0, c1 - c0
-        assert i0 <= c0 and bw >= 1 and (c0 == i0 or c0 >= i1)
-        pairs += bi * (bi - 1) // 2 + bi * (bw - bi) if c0 == i0 else bi * bw
-        assert slot is None or slot.shape == (bi, bw)
-    assert pairs == N * (N - 1) // 2
-    assert ws.panel.size <= _panels._PANEL_ENTRIES
-    assert ws.Q.size <= max(_panels._PANEL_ENTRIES, _panels._TILE_ROWS * D)
-    assert cache.nbytes <= _panels._K_CACHE_BYTES
+@pytest.mark.parametrize("N", [1, 2, 31, 33, 97, 300])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_fused_passes_visit_each_pair_once(rng, monkeypatch, N, parallel):
+    # With scale 0 every kernel value is 1, so C0_i = N - 1 exactly; with
+    # g = 1 every weight is 2, so rowsum_i = 2 (N - 1) and
+    # acc_i = 2 sum_{j != i} Sc_j, whatever the padding and the tiling.
+    monkeypatch.setattr(_fused, "BLOCK", 64)
+    S = rng.random((N, 5))
+    Sc = S - S.mean(axis=0)
+    passes = _fused.FusedPasses(Sc, np.einsum("ij,ij->i", Sc, Sc), parallel)
+    np.testing.assert_array_equal(passes.counts(0.0), np.full(N, N - 1.0))
+    rowsum, acc = passes.pair_sums(np.ones(N), 0.0)
+    np.testing.assert_array_equal(rowsum, np.full(N, 2.0 * (N - 1)))
+    np.testing.assert_allclose(acc, 2 * (Sc.sum(axis=0) - Sc), atol=1e-12)
 
 
 def test_memory_is_linear_in_N(rng):
-    # At N = 6000 an N x N float64 array is 288 MB; the streaming backend
-    # needs a few N x D arrays plus bounded workspaces.
+    # At N = 6000 an N x N float64 array is 288 MB; the fused passes need a
+    # few (padded) N x D arrays.
     import tracemalloc
 
     N, D = 6000, 16
@@ -89,8 +93,8 @@ def test_memory_is_linear_in_N(rng):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # Bounded workspaces (panel and kernel cache) plus a generous 32 arrays of N x D.
-    bound = _panels._PANEL_ENTRIES * 8 + _panels._K_CACHE_BYTES + 32 * N * D * 8
+    # A generous 40 arrays of N x Dp (D padded to whole SIMD tiles).
+    bound = 40 * N * max(D, _fused.tile_columns(np.float32)) * 8
     assert bound < N * N * 8
     assert peak <= bound, f"peak {peak / 2**20:.0f} MiB"
     assert np.isfinite(H).all() and np.abs(G).max() > 0
@@ -102,7 +106,8 @@ def test_memory_is_linear_in_N(rng):
 def test_thread_count_does_not_change_results(rng, dtype):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba was started with a single thread")
-    X = batch(rng, 1, 300, 12, dtype=dtype)
+    X = batch(rng, 1, 1200, 12, dtype=dtype)  # above the serial size: parallel kernels
+    assert 1200 * 1200 * 12 > cpu._SERIAL_WORK
     saved = numba.get_num_threads()
     try:
         numba.set_num_threads(1)

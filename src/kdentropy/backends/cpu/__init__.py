@@ -1,89 +1,82 @@
-"""Numba CPU backend (``backend="cpu"``): streaming, tiled soft counts and gradient sums in O(N·D) memory.
+"""Numba CPU backend (``backend="cpu"``): fused, register-tiled passes in O(N·D) memory.
 
-Three paths
+Two methods
 -----------
-* small batches (``N^2 D <= 2**21``): serial direct differences, every pair
-  once (:mod:`._direct`); a parallel region would cost more than the work;
-* the Gram panels below, in S's precision or, for float32 input at small
+* Gram distances ``d2 = |Sc_i|^2 + |Sc_j|^2 - 2 Sc_i . Sc_j`` in fused
+  passes (:mod:`._fused`), in S's precision or, for float32 input at small
   sigma, in float64 (:mod:`.._conditioning` decides);
-* direct differences in parallel where even a float64 Gram product would
-  lose the kernel (sigma far below the data's spread).
+* direct differences (:mod:`._direct`) where even a float64 Gram product
+  would lose the kernel (sigma far below the data's spread).
 
-Tiling scheme
--------------
-Only the pairs ``i < j`` are visited (``K_ij = K_ji``). The rows are cut
-into tiles of ``B = 1024`` rows; row tile ``I = [i0, i1)`` is paired with the
-columns ``[i0, N)`` in *panels* of at most ``W`` columns (``B x W`` and
-``W x D`` are bounded by :data:`_PANEL_ENTRIES`). For every panel:
+Each has a parallel build and a serial twin; batches with ``N^2 D`` up to
+:data:`_SERIAL_WORK` use the twin (no parallel region to wake up).
 
-1. BLAS fills ``G = Sc_I @ Sc_cols.T`` (``Sc``: ``S`` minus its column mean,
-   see *Numerics*); in float64 the row tile's own diagonal block comes from
-   a symmetric rank-k product (syrk, half the work), while float32 panels
-   are one GEMM (see :func:`_sym_gram`);
-2. one fused Numba epilogue, :func:`_panel`, turns ``G`` into
-   ``d2 = |Sc_i|^2 + |Sc_j|^2 - 2 G`` (clamped at 0), ``K = exp(-d2 / 2 sigma^2)``
-   for the entries with ``j > i``, and reduces them at once.
+Fused passes
+------------
+Only the pairs ``i < j`` are visited (``K_ij = K_ji``), in register tiles of
+8 rows x 2 SIMD vectors of columns; nothing of size N x N, and no panel of
+pairs, is ever written to memory. For every tile one kernel forms the Gram
+block in registers (SIMD vectors as Numba values, :mod:`._simd`), turns it
+into ``K = exp(-d2 / 2 sigma^2)`` (masked to ``i < j``) and reduces it:
 
-Pass 1 (the value) adds the row sums of ``K`` to the soft counts
-``C0_i = sum_{j != i} K_ij`` of the tile's rows and the column sums to those
-of the panel's columns. Pass 2 (the gradient; value-only calls stop after
-pass 1) turns each panel into weights ``w_ij = K_ij (g_i + g_j)`` (``g``: the estimator's row coefficients), adds
-their row and column sums to ``rowsum``, and two BLAS products,
-``P = W @ Sc_cols`` for the rows and ``Q = W.T @ Sc_I`` for the columns, are
-added to ``acc``; then ``sum_j w_ij (S_i - S_j) = rowsum_i Sc_i - acc_i``.
-The diagonal block is mirrored inside ``W`` so that ``P`` covers both of its
-halves.
+* pass 1 (the value) adds its row sums to the soft counts
+  ``C0_i = sum_{j != i} K_ij`` of the rows and its column sums to those of
+  the columns;
+* pass 2 (the gradient; value-only calls stop after pass 1) recomputes the
+  tile, turns it into weights ``w_ij = K_ij (g_i + g_j)`` (``g``: the
+  estimator's row coefficients), adds their row and column sums to
+  ``rowsum`` and, again in register tiles, ``W @ Sc_cols`` to the rows'
+  accumulators and ``W.T @ Sc_rows`` to the columns'; then
+  ``sum_j w_ij (S_i - S_j) = rowsum_i Sc_i - acc_i``.
 
-Pass 2 needs ``K`` again. Pass 1 leaves ``K`` in place for as many panels as
-fit in a fixed budget (:data:`_K_CACHE_BYTES`, independent of N); pass 2
-reuses those and recomputes the Gram products of the rest. Memory is thus a
-few ``N x D`` arrays plus workspaces of bounded size: no N x N array.
+Per pair, pass 1 costs D multiply-adds and pass 2 costs 3 D, against 2 D
+for the two dense GEMMs of the floor (``S S2^T`` then ``K S``) *over all N^2
+pairs*: the same arithmetic, without the N x N memory traffic. No BLAS call
+is made, so no core is ever handed between BLAS and Numba threads.
+
+The block primitives used by :mod:`kdentropy.mpi` pair two different blocks
+of patterns; they use BLAS Gram panels with a fused Numba epilogue
+(:mod:`._panels`).
 
 Parallelism and determinism
 ---------------------------
-BLAS products are issued from Python one panel at a time, so OpenBLAS runs
-each large product with its own threads and is never called inside a Numba
-parallel region (no oversubscription; its thread count is OpenBLAS's, e.g.
-``OPENBLAS_NUM_THREADS``). The epilogues run in Numba ``prange`` loops (which
-follow ``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``) over fixed chunks of
-:data:`_ROW_CHUNK` rows: a row is always summed by one task in one order,
-column sums are reduced over the chunks in chunk order, and panels are
-visited in a fixed order. No sum depends on the number of threads or on
-scheduling, so results are bit-identical from run to run and across Numba
-thread counts. The only fast-math flag is FMA contraction, which is fixed at
-compile time. Because Numba regions and BLAS calls alternate, idle threads
-must not spin: importing this module defaults ``OMP_WAIT_POLICY`` to
-``PASSIVE`` for Numba's OpenMP layer (see the comment there). OpenBLAS's
-own workers also busy-wait after each call (for about ``2**28`` cycles by
-default), taking a core from the epilogue that follows; that can only be
-changed before NumPy loads OpenBLAS, e.g. ``OPENBLAS_THREAD_TIMEOUT=4`` in
-the environment, which made float32 ``(16384, 64)`` value+gradient 20% faster
-on 2 cores.
+Row tiles of :data:`._fused.BLOCK` rows run one after another; inside one,
+column chunks of ``BLOCK`` columns run in a Numba ``prange`` loop (which
+follows ``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``). A chunk owns its
+columns' sums outright, the rows' partial sums of the chunks are reduced in
+chunk order afterwards, and every tile is visited in a fixed order, so no
+sum depends on the number of threads or on scheduling: results are
+bit-identical from run to run and across Numba thread counts. The only
+fast-math flag of the fused passes is FMA contraction, fixed at compile
+time. Idle Numba threads must not spin where Numba regions and BLAS calls
+alternate (the block primitives, and user code between calls): importing
+this module defaults ``OMP_WAIT_POLICY`` to ``PASSIVE`` for Numba's OpenMP
+layer (see the comment there).
 
 Numerics
 --------
-* ``S`` is centred on its column mean before the Gram products. Distances
-  and ``S_i - S_j`` are unchanged, but ``|Sc_i|^2`` is smaller, so the
-  cancellation in ``|a|^2 + |b|^2 - 2 a.b`` (the only inexact step of the
-  float32 path) shrinks.
-* float32 input keeps ``S``, the Gram products and ``W @ S`` in float32 (fast
-  BLAS), and so is the epilogue's arithmetic: squared norms (summed in
-  float64, then rounded), ``d2``, ``K`` and ``w`` are float32, so its loops
-  run 8 SIMD lanes wide instead of 4 (2.5x faster than with ``d2`` and ``K``
-  in float64). The sums of ``K`` and ``w`` (soft counts, ``rowsum``) and the
-  gradient accumulators are float64. ``rowsum`` adds up exactly the float32
-  weights that enter ``W @ Sc``, so rounding ``w`` leaves no uncancelled
-  self term in ``rowsum_i Sc_i - acc_i``, a difference taken in float64.
-  float32 kernel values below ``exp(-64)`` are set to 0 (no float32
-  subnormals; see :func:`_kernel`).
+* ``S`` is centred on its column mean first. Distances and ``S_i - S_j``
+  are unchanged, but ``|Sc_i|^2`` is smaller, so the cancellation in
+  ``|a|^2 + |b|^2 - 2 a.b`` (the only inexact step of the float32 path)
+  shrinks.
+* float32 input keeps ``Sc``, the dot products, ``K``, ``w`` and the
+  tile products ``W @ Sc`` in float32 (twice the SIMD lanes); squared norms
+  are summed in float64, then rounded. Dot products are summed in blocks of
+  64 terms (:data:`._fused._K_BLOCK`), products within one chunk (at most
+  ``BLOCK`` terms), and the soft counts, ``rowsum`` and the gradient
+  accumulators are float64. ``rowsum`` adds up exactly the float32 weights
+  that enter ``W @ Sc``, so rounding ``w`` leaves no uncancelled self term
+  in ``rowsum_i Sc_i - acc_i``, a difference taken in float64; where that
+  difference is too small for float32 products (tight clusters,
+  :func:`_float32_sums_held`) pass 2 is redone in float64. float32 kernel
+  values below ``exp(-64)`` and float64 ones below ``exp(-600)`` are set to
+  0 (no subnormals; see :func:`._fastmath._kernel`).
 * The ``j = i`` terms are never formed (they are exactly zero in the
   gradient and exactly 1 in ``C``): ``H = log N - mean(log1p(C0))``.
-* Cached kernel values are stored in the input's dtype, which is the
-  precision they were computed in: cached and recomputed ``K`` are equal.
-* ``exp`` is a branch-free polynomial (:func:`_exp_nonpos`, within an ulp or
-  so of the C library's, correct down to the subnormals; float32 panels use
-  :func:`_exp_nonpos_f32`, within 2 float32 ulp), so the epilogue loops
-  vectorise.
+* ``exp`` is a branch-free polynomial (:func:`._fastmath._exp_nonpos`, within
+  an ulp or so of the C library's; float32 tiles use
+  :func:`._fastmath._exp_nonpos_f32`, within 2 float32 ulp), so the
+  epilogue loops vectorise.
 """
 
 from __future__ import annotations
@@ -108,18 +101,19 @@ from .. import _conditioning
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._direct import (  # noqa: E402
-    direct_counts, direct_pair_sums, small_counts, small_pair_sums,
+    direct_counts, direct_counts_serial, direct_pair_sums, direct_pair_sums_serial,
 )
+from ._fused import FusedPasses  # noqa: E402
 from ._panels import (  # noqa: E402  (after the OpenMP setting, before Numba runs)
-    _ALL, _COUNT, _SKIP, _WEIGHT, _Workspace, _centered, _column_mean_of, _panel, _ranges,
-    _sym_counts, _sym_grad, _sym_plan, chain_rule_flat, pair_sums, sigmoid_flat,
+    _centered, _column_mean_of, _panel, _ranges, _Workspace, chain_rule_flat, pair_sums,
+    sigmoid_flat,
 )
 
-# Batches with N^2 D at most this run serially with direct differences (see
-# _direct.small_counts). Measured on 2 cores (interleaved medians): the serial
-# path won up to 128 x 32 in both dtypes and up to 256 x 32 in float64; the
-# panels won from 256 x 64 in float32.
-_SMALL_WORK = 1 << 21
+# Batches with N^2 D at most this run the serial twins of the kernels: a
+# parallel region costs ~70 us to wake the threads. Interleaved medians on
+# 2 cores (value + gradient, fused passes): serial won up to 256 x 64 (207 us
+# against 281 us in float32) and tied at 512 x 64; parallel won from there on.
+_SERIAL_WORK = 1 << 23
 
 NAME = "cpu"
 DEVICE_ARRAYS = False
@@ -234,69 +228,57 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
         ``sum_j K_ij (g_i + g_j) (S_i - S_j)``.
     """
     G_, N, D = S.shape
-    want_grad = coefficients is not None
-    scale = 0.5 / (sigma * sigma)
     C0 = np.empty((G_, N))
-    V = np.empty((G_, N, D)) if want_grad else None
-    if N * N * max(D, 1) <= _SMALL_WORK:
-        # Serial code: no parallel region, so no threading-layer lock either.
-        K = np.empty((N, N))
-        scratch = np.empty((2, N))
-        VT = np.empty((D, N))
-        for p in range(G_):
-            ST = np.ascontiguousarray(S[p].T)
-            small_counts(S[p], ST, scale, C0[p], K, scratch[0])
-            if want_grad:
-                coef = np.asarray(coefficients(C0[p]), np.float64)
-                small_pair_sums(S[p], ST, coef, K, VT, scratch[1])
-                V[p] = VT.T
-        return C0, V
-    _parallel_counts_and_grad(S, sigma, coefficients, C0, V)
+    V = np.empty((G_, N, D)) if coefficients is not None else None
+    # Serial code takes no threading-layer lock either.
+    run = _population if N * N * max(D, 1) <= _SERIAL_WORK else _population_in_parallel
+    for p in range(G_):
+        run(S[p], sigma, coefficients, C0[p], None if V is None else V[p])
     return C0, V
 
 
-@_serialised_on_workqueue
-def _parallel_counts_and_grad(S: np.ndarray, sigma: float,
-                              coefficients: Callable[[np.ndarray], np.ndarray] | None,
-                              C0: np.ndarray, V: np.ndarray | None) -> None:
-    """:func:`soft_counts_and_grad` for batches above the small-batch size, into C0 and V."""
-    G_, N, D = S.shape
-    want_grad = V is not None
+def _population(S: np.ndarray, sigma: float,
+                coefficients: Callable[[np.ndarray], np.ndarray] | None,
+                C0: np.ndarray, V: np.ndarray | None, parallel: bool = False) -> None:
+    """:func:`soft_counts_and_grad` for one population ``S`` (N, D), into ``C0`` and ``V``."""
     scale = 0.5 / (sigma * sigma)
-    work = _distance_precision(S - S.mean(axis=-2, keepdims=True), sigma)
+    mean = _column_mean_of(S)
+    Sc, sqn = _centered(S, mean, S.dtype)
+    work = _conditioning.distance_precision(S.dtype, float(np.max(sqn, initial=0.0)), sigma)
     if work is None:
-        for p in range(G_):
-            ST = np.ascontiguousarray(S[p].T)
-            direct_counts(S[p], ST, scale, True, C0[p])
-            if want_grad:
-                coef = np.asarray(coefficients(C0[p]), np.float64)
-                direct_pair_sums(S[p], coef, S[p], ST, coef, scale, True, V[p])
+        counts, pair_sums = ((direct_counts, direct_pair_sums) if parallel else
+                             (direct_counts_serial, direct_pair_sums_serial))
+        ST = np.ascontiguousarray(S.T)
+        counts(S, ST, scale, True, C0)
+        if V is not None:
+            coef = np.asarray(coefficients(C0), np.float64)
+            pair_sums(S, coef, S, ST, coef, scale, True, V)
         return
-    ws = _Workspace(N, N, D, work, want_grad)
-    panels, _cache = _sym_plan(N, ws, keep=want_grad)
-    for p in range(G_):
-        mean = _column_mean_of(S[p])
-        Sc, sqn = _centered(S[p], mean, work)
-        ScT = np.ascontiguousarray(Sc.T)
-        C0[p] = _sym_counts(Sc, ScT, sqn, scale, ws, panels)
-        if want_grad:
-            coef = np.asarray(coefficients(C0[p]), dtype=np.float64)
-            rowsum = _gram_pair_sums(Sc, ScT, sqn, coef, scale, ws, panels, V[p])
-            if work == np.float32 and not _float32_sums_held(rowsum, sqn, V[p]):
-                # Tight clusters: redo the sums in float64 (K is recomputed).
-                Sc, sqn = _centered(S[p], mean, np.float64)
-                ws64 = _Workspace(N, N, D, np.float64, True)
-                _gram_pair_sums(Sc, np.ascontiguousarray(Sc.T), sqn, coef, scale, ws64,
-                                _sym_plan(N, ws64, keep=False)[0], V[p])
+    if work != S.dtype:
+        Sc, sqn = _centered(S, mean, work)
+    passes = FusedPasses(Sc, sqn, parallel)
+    C0[:] = passes.counts(scale)
+    if V is None:
+        return
+    coef = np.asarray(coefficients(C0), dtype=np.float64)
+    rowsum = _weighted_pair_sums(passes, coef, scale, V)
+    if work == np.float32 and not _float32_sums_held(rowsum, sqn, V):
+        # Tight clusters: redo the sums in float64 (K is recomputed).
+        _weighted_pair_sums(FusedPasses(*_centered(S, mean, np.float64), parallel), coef, scale,
+                            V)
 
 
-def _gram_pair_sums(Sc, ScT, sqn, coef, scale, ws, panels, out) -> np.ndarray:
-    """Pass 2 on Gram panels: ``out_i = sum_j K_ij (g_i + g_j) (S_i - S_j)``; returns ``sum_j w_ij``."""
-    # Rounded to the panel dtype: float32 weights are then formed in float32
-    # (8 lanes), and rounded to float32 either way.
-    rowsum, acc = _sym_grad(Sc, ScT, sqn, coef.astype(Sc.dtype, copy=False), scale, ws,
-                            panels)
-    pair_sums(rowsum, Sc, acc, out)
+@_serialised_on_workqueue
+def _population_in_parallel(S, sigma, coefficients, C0, V) -> None:
+    """:func:`_population` with the parallel kernels."""
+    _population(S, sigma, coefficients, C0, V, parallel=True)
+
+
+def _weighted_pair_sums(passes: FusedPasses, coef: np.ndarray, scale: float,
+                        out: np.ndarray) -> np.ndarray:
+    """Pass 2: ``out_i = sum_j K_ij (g_i + g_j) (S_i - S_j)``; returns ``sum_j w_ij``."""
+    rowsum, acc = passes.pair_sums(coef, scale)
+    pair_sums(rowsum, passes.Sc, acc, out)
     return rowsum
 
 
@@ -389,14 +371,14 @@ def block_soft_counts(Sa: np.ndarray, Sb: np.ndarray, sigma: float,
         direct_counts(Sac, np.ascontiguousarray(Sbc.T), scale, same_block, C0)
         return C0
     Nb = Sbc.shape[0]
-    mode = _SKIP if same_block else _ALL
     ws = _Workspace(Na, Nb, D, Sac.dtype, with_grad=False)
     for i0, i1 in _ranges(0, Na, ws.rows):
         for c0, c1 in _ranges(0, Nb, ws.width):
             G = ws.buffer(i1 - i0, c1 - c0)
             np.matmul(Sac[i0:i1], Sbc[c0:c1].T, out=G)
-            _panel(G, sqa[i0:i1], sqb[c0:c1], sqa[i0:i1], sqb[c0:c1], scale, i0 - c0, mode,
-                   _COUNT, C0[i0:i1], C0[i0:i1], ws.kbuf, ws.cpart)
+            # The norms stand in for the coefficients, which counting ignores.
+            _panel(G, sqa[i0:i1], sqb[c0:c1], sqa[i0:i1], sqb[c0:c1], scale, i0 - c0,
+                   same_block, False, C0[i0:i1], ws.kbuf)
     return C0
 
 
@@ -446,7 +428,6 @@ def block_weighted_grad(Sa: np.ndarray, ga: np.ndarray, Sb: np.ndarray, gb: np.n
     # As in soft_counts_and_grad: float32 blocks form their weights in float32.
     coef_a = coef_a.astype(Sac.dtype, copy=False)
     coef_b = coef_b.astype(Sac.dtype, copy=False)
-    mode = _SKIP if same_block else _ALL
     ws = _Workspace(Na, Nb, D, Sac.dtype, with_grad=True)
     rowsum = np.zeros(Na)
     for i0, i1 in _ranges(0, Na, ws.rows):
@@ -455,7 +436,7 @@ def block_weighted_grad(Sa: np.ndarray, ga: np.ndarray, Sb: np.ndarray, gb: np.n
             W = ws.buffer(bi, c1 - c0)
             np.matmul(Sac[i0:i1], Sbc[c0:c1].T, out=W)
             _panel(W, sqa[i0:i1], sqb[c0:c1], coef_a[i0:i1], coef_b[c0:c1], scale, i0 - c0,
-                   mode, _WEIGHT, rowsum[i0:i1], rowsum[i0:i1], ws.kbuf, ws.cpart)
+                   same_block, True, rowsum[i0:i1], ws.kbuf)
             P = ws.P[:bi]
             np.matmul(W, Sbc[c0:c1], out=P)
             out[i0:i1] -= P

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._fastmath import FASTMATH, _sum, kernel_exp64
+from ._fastmath import FASTMATH, _sum, kernel_exp64, serial_twin
 
 # Reassociation lets LLVM vectorise the sums over j in the pass-2 loops (2.7x
 # faster at 64 x 32). Each sum runs inside one task in an order fixed when it
@@ -109,65 +109,5 @@ def direct_pair_sums(Sa, ga, Sb, SbT, gb, scale, same_block, V):
                     v[k] = acc
 
 
-# ----------------------------------------------------------------------------- small batches
-# For small N a parallel region costs more than the whole computation (about
-# 50 us per launch on 2 cores, against ~40 us of work at N, D = 64, 32), so
-# small batches run serially. Each pair i < j is visited once; its kernel
-# value is kept in an N x N scratch (small by construction) for pass 2. The
-# loops run over j with S transposed (``ST``, D x N), so that every inner loop
-# is elementwise over contiguous memory and vectorises: 3x faster than one
-# pair at a time.
-
-@njit(fastmath=FASTMATH, cache=True)
-def small_counts(S, ST, scale, C0, K, d2):
-    """Serial pass 1: ``C0_i = sum_{j != i} K_ij``, with ``K[i, j]`` (i < j) kept.
-
-    ``ST`` is ``S.T`` (contiguous), ``d2`` a scratch vector of N entries.
-    """
-    N, D = S.shape
-    C0[:] = 0.0
-    for i in range(N - 1):
-        m = N - i - 1
-        dd = d2[:m]
-        dd[:] = 0.0
-        for k in range(D):
-            a = np.float64(S[i, k])
-            row = ST[k, i + 1:]
-            for j in range(m):
-                t = a - np.float64(row[j])
-                dd[j] += t * t
-        kk = K[i, i + 1:]
-        c = C0[i + 1:]
-        for j in range(m):
-            e = kernel_exp64(-scale * dd[j])
-            kk[j] = e
-            c[j] += e
-        C0[i] += _sum(kk)
-
-
-@njit(fastmath=_SUM_FASTMATH, cache=True)
-def small_pair_sums(S, ST, coef, K, VT, w):
-    """Serial pass 2: ``VT[:, i] = sum_j K_ij (g_i + g_j) (S_i - S_j)`` from the kept ``K``.
-
-    The result is transposed (D x N); ``w`` is a scratch vector of N entries.
-    """
-    N, D = S.shape
-    VT[:] = 0.0
-    for i in range(N - 1):
-        m = N - i - 1
-        ww = w[:m]
-        kk = K[i, i + 1:]
-        gj = coef[i + 1:]
-        gi = coef[i]
-        for j in range(m):
-            ww[j] = kk[j] * (gi + gj[j])
-        for k in range(D):
-            a = np.float64(S[i, k])
-            row = ST[k, i + 1:]
-            vt = VT[k, i + 1:]
-            acc = 0.0
-            for j in range(m):
-                v = ww[j] * (a - np.float64(row[j]))
-                vt[j] -= v
-                acc += v
-            VT[k, i] += acc
+direct_counts_serial = serial_twin(direct_counts)
+direct_pair_sums_serial = serial_twin(direct_pair_sums)

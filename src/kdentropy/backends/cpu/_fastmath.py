@@ -6,6 +6,8 @@ order (never reassociated), so results do not depend on the thread count.
 
 from __future__ import annotations
 
+from types import FunctionType
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -218,3 +220,20 @@ def _sumsq(v):
         a0 = np.float64(v[j])
         s0 += a0 * a0
     return (s0 + s1) + (s2 + s3)
+
+
+def serial_twin(dispatcher):
+    """A ``parallel=True`` kernel compiled again without it (``prange`` runs as ``range``).
+
+    Small batches use the twin: waking the threads for a parallel region
+    (they wait passively, see :mod:`kdentropy.backends.cpu`) cost more than
+    the region's work there. The twin is a renamed copy of the Python
+    function, because Numba names cache files after the qualified name and
+    the twin must not load the parallel build.
+    """
+    func = dispatcher.py_func
+    twin = FunctionType(func.__code__, func.__globals__, func.__name__ + "_serial",
+                        func.__defaults__, func.__closure__)
+    twin.__qualname__ = func.__qualname__ + "_serial"
+    twin.__doc__ = func.__doc__
+    return njit(fastmath=dispatcher.targetoptions["fastmath"], cache=True)(twin)
