@@ -63,6 +63,25 @@ def test_tiling_does_not_change_results(rng, monkeypatch, dtype):
             assert norm_rel(G, G0) <= 1e-5
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kept_kernel_values_equal_recomputed_ones(rng, monkeypatch, dtype):
+    # Pass 2 reads the kernel values pass 1 kept (D >= CACHE_MIN_D, within
+    # CACHE_BYTES) or recomputes them: the same numbers either way.
+    D = _fused.CACHE_MIN_D + 3
+    X = batch(rng, 1, 150, D, dtype=dtype)
+    monkeypatch.setattr(_fused, "BLOCK", 2 * _fused.tile_columns(dtype))  # several tiles
+    results = []
+    for budget in (0, 1 << 30):
+        monkeypatch.setattr(_fused, "CACHE_BYTES", budget)
+        passes = _fused.FusedPasses(*cpu._centered(X[0].astype(dtype), np.zeros(D), dtype))
+        passes.counts(SIGMA, keep=True)
+        assert (passes.cache.size > 0) == (budget > 0)
+        results.append(backend_value_and_grad(cpu, X, T, SIGMA, THETA))
+    (H0, G0), (H1, G1) = results
+    assert H0 == H1
+    np.testing.assert_array_equal(G0, G1)
+
+
 @pytest.mark.parametrize("N", [1, 2, 31, 33, 97, 300])
 @pytest.mark.parametrize("parallel", [False, True])
 def test_fused_passes_visit_each_pair_once(rng, monkeypatch, N, parallel):

@@ -227,7 +227,7 @@ class DenseFloor:
 
 
 def median_seconds(*fns: Callable[[], object], repeat: int | None = None,
-                   budget: float = 10.0, min_repeat: int = 3, max_repeat: int = 7) -> list[float]:
+                   budget: float = 4.0, min_repeat: int = 3, max_repeat: int = 41) -> list[float]:
     """Median wall time of each function, measured interleaved.
 
     The functions take turns for ``repeat`` rounds, so slow drifts in machine

@@ -257,7 +257,7 @@ def _population(S: np.ndarray, sigma: float,
     if work != S.dtype:
         Sc, sqn = _centered(S, mean, work)
     passes = FusedPasses(Sc, sqn, parallel)
-    C0[:] = passes.counts(scale)
+    C0[:] = passes.counts(scale, keep=V is not None)
     if V is None:
         return
     coef = np.asarray(coefficients(C0), dtype=np.float64)
