@@ -105,8 +105,8 @@ from ._direct import (  # noqa: E402
 )
 from ._fused import FusedPasses  # noqa: E402
 from ._panels import (  # noqa: E402  (after the OpenMP setting, before Numba runs)
-    _centered, _column_mean_of, _panel, _ranges, _Workspace, chain_rule_flat, pair_sums,
-    sigmoid_flat,
+    _centered, _column_mean_of, _panel, _ranges, _Workspace, chain_rule_flat, pair_sum_norms,
+    pair_sums, sigmoid_flat,
 )
 
 # Batches with N^2 D at most this run the serial twins of the kernels: a
@@ -244,7 +244,8 @@ def _population(S: np.ndarray, sigma: float,
     scale = 0.5 / (sigma * sigma)
     mean = _column_mean_of(S)
     Sc, sqn = _centered(S, mean, S.dtype)
-    work = _conditioning.distance_precision(S.dtype, float(np.max(sqn, initial=0.0)), sigma)
+    work = _conditioning.distance_precision(S.dtype, float(sqn.max()) if sqn.size else 0.0,
+                                            sigma)
     if work is None:
         counts, pair_sums = ((direct_counts, direct_pair_sums) if parallel else
                              (direct_counts_serial, direct_pair_sums_serial))
@@ -283,15 +284,12 @@ def _weighted_pair_sums(passes: FusedPasses, coef: np.ndarray, scale: float,
 
 
 def _float32_sums_held(rowsum: np.ndarray, sqn: np.ndarray, V: np.ndarray) -> bool:
-    """Whether ``V = rowsum Sc - W @ Sc`` from float32 panels kept its accuracy (see _conditioning).
+    """Whether ``V = rowsum Sc - W @ Sc`` from float32 products kept its accuracy (see _conditioning).
 
     ``sqn`` holds the squared row norms of ``Sc``, so ``|rowsum Sc|`` needs no
-    N x D temporary. The norms are plain reductions, not BLAS calls: a BLAS
-    dot right after the Numba epilogue was measured to cost 9 ms (its
-    threads wake up) where the reduction takes 0.1 ms.
+    N x D temporary.
     """
-    subtrahend = float(np.sqrt(np.sum(rowsum * rowsum * sqn.astype(np.float64))))
-    result = float(np.sqrt(np.einsum("ij,ij->", V, V)))
+    subtrahend, result = pair_sum_norms(rowsum, sqn, V)
     return _conditioning.float32_pair_sums_are_accurate(subtrahend, result)
 
 

@@ -25,6 +25,7 @@ per-chunk totals are float64.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -317,6 +318,24 @@ fused_pair_sums_serial = serial_twin(fused_pair_sums)
 
 # ----------------------------------------------------------------------------- drivers
 
+@njit(cache=True)
+def _pack(Sc, sqn, Sp, Pk, sqp):
+    """Zero-padded copies: ``Sp = Sc``, ``Pk[t, k, c] = Sp[t 2L + c, k]``, ``sqp = sqn``."""
+    N, D = Sc.shape
+    Np, Dp = Sp.shape
+    width = Pk.shape[2]
+    Sp[:] = 0.0
+    sqp[:] = 0.0
+    for i in range(N):
+        sqp[i] = sqn[i]
+        for k in range(D):
+            Sp[i, k] = Sc[i, k]
+    for t in range(Pk.shape[0]):
+        for k in range(Dp):
+            for c in range(width):
+                Pk[t, k, c] = Sp[t * width + c, k]
+
+
 # Bytes of kernel values pass 1 may keep for pass 2, which then skips its
 # Gram products and exps (a quarter of the multiply-adds). A constant, not a
 # function of N: only batches whose whole (padded) N x N block fits keep it.
@@ -340,14 +359,17 @@ BLOCK = 256
 # faults and ~10 % of a 2048 x 1024 float32 call. Larger ones are not kept,
 # so a huge call leaves nothing behind.
 KEEP_BYTES = 64 << 20
+# Small blocks come from the heap without page faults; the lookup would cost
+# more than the allocation.
+_KEEP_MIN_BYTES = 1 << 20
 _KEPT = threading.local()
 
 
 def _workspace(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised array, reused across calls in this thread when small enough."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape))
-    if size * dtype.itemsize > KEEP_BYTES:
+    size = math.prod(shape)
+    if not _KEEP_MIN_BYTES <= size * dtype.itemsize <= KEEP_BYTES:
         return np.empty(shape, dtype)
     buffers = _KEPT.__dict__.setdefault("buffers", {})
     key = (name, dtype.str)
@@ -376,13 +398,9 @@ class FusedPasses:
         Dp = -(-max(D, 1) // width) * width
         self.Sc = Sc
         self.Sp = _workspace("Sp", (Np, Dp), Sc.dtype)
-        self.Sp[:N, :D] = Sc
-        self.Sp[:N, D:] = 0.0
-        self.Sp[N:] = 0.0
         self.Pk = _workspace("Pk", (Np // width, Dp, width), Sc.dtype)
-        self.Pk[...] = self.Sp.reshape(Np // width, width, Dp).transpose(0, 2, 1)
-        self.sqn = np.zeros(Np, dtype=Sc.dtype)
-        self.sqn[:N] = sqn
+        self.sqn = np.empty(Np, dtype=Sc.dtype)
+        _pack(Sc, sqn, self.Sp, self.Pk, self.sqn)
         self.rowpart = np.empty((-(-Np // self.block), self.block))
         self.cache = np.empty((0, 0, 0, 0), dtype=Sc.dtype)
 
@@ -395,7 +413,7 @@ class FusedPasses:
         tiles = self.rowpart.shape[0]
         shape = (tiles, tiles, self.block, self.block)
         if (keep and self.Sc.shape[1] >= CACHE_MIN_D
-                and np.prod(shape) * self.Sp.itemsize <= CACHE_BYTES):
+                and math.prod(shape) * self.Sp.itemsize <= CACHE_BYTES):
             self.cache = _workspace("cache", shape, self.Sp.dtype)
         C0 = np.zeros(self.Sp.shape[0])
         self._counts(self.Sp, self.Pk, self.sqn, self.n, scale, self.block, C0, self.rowpart,

@@ -80,6 +80,15 @@ def pair_sums(rowsum, Sc, acc, out):
 
 
 @njit(cache=True)
+def pair_sum_norms(rowsum, sqn, V):
+    """``(|rowsum_i Sc_i|, |V|)`` (Frobenius norms, float64) from ``sqn_i = |Sc_i|^2``."""
+    a = 0.0
+    for i in range(rowsum.size):
+        a += rowsum[i] * rowsum[i] * np.float64(sqn[i])
+    return np.sqrt(a), np.sqrt(_sumsq(V.reshape(-1)))
+
+
+@njit(cache=True)
 def chain_rule_flat(V, S, temperature, factor, out):
     """``out = factor V sigmoid_slope(S, T)`` elementwise on flat arrays, in out's dtype."""
     for k in range(S.size):
