@@ -82,6 +82,28 @@ def test_kept_kernel_values_equal_recomputed_ones(rng, monkeypatch, dtype):
     np.testing.assert_array_equal(G0, G1)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_block_primitives_across_tasks_and_chunks(rng, monkeypatch, dtype):
+    # Several row tasks (ROWS_PER_TASK rows each) and column chunks (BLOCK),
+    # ragged edges on both sides, with and without the diagonal.
+    import naive
+
+    monkeypatch.setattr(_fused, "BLOCK", 2 * _fused.tile_columns(dtype))
+    S = naive.soft_patterns(clustered(rng, 300, 11, noise=0.2), T, THETA)
+    g = 1.0 / (1.0 + 5 * rng.random(300))
+    for (a0, a1), (b0, b1), same in [((0, 150), (0, 150), True), ((0, 150), (37, 300), False),
+                                     ((140, 141), (0, 300), False)]:
+        Sa, Sb = S[a0:a1].astype(dtype), S[b0:b1].astype(dtype)
+        C0 = cpu.block_soft_counts(Sa, Sb, SIGMA, same)
+        C0_ref = naive.block_soft_counts(S[a0:a1], S[b0:b1], SIGMA, same)
+        V = cpu.block_weighted_grad(Sa, g[a0:a1], Sb, g[b0:b1], SIGMA, same)
+        V_ref = naive.block_weighted_grad(S[a0:a1], g[a0:a1], S[b0:b1], g[b0:b1], SIGMA, same)
+        assert C0.dtype == V.dtype == np.float64 and V.shape == Sa.shape
+        rtol = 1e-12 if dtype == np.float64 else 1e-4
+        np.testing.assert_allclose(C0, C0_ref, rtol=rtol)
+        assert norm_rel(V, V_ref) <= rtol
+
+
 @pytest.mark.parametrize("N", [1, 2, 31, 33, 97, 300])
 @pytest.mark.parametrize("parallel", [False, True])
 def test_fused_passes_visit_each_pair_once(rng, monkeypatch, N, parallel):

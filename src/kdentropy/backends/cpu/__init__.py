@@ -35,8 +35,8 @@ pairs*: the same arithmetic, without the N x N memory traffic. No BLAS call
 is made, so no core is ever handed between BLAS and Numba threads.
 
 The block primitives used by :mod:`kdentropy.mpi` pair two different blocks
-of patterns; they use BLAS Gram panels with a fused Numba epilogue
-(:mod:`._panels`).
+of patterns: the same register tiles over all pairs (no symmetry), in
+parallel over rows of the first block (:func:`._fused.cross_counts`).
 
 Parallelism and determinism
 ---------------------------
@@ -103,10 +103,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ._direct import (  # noqa: E402
     direct_counts, direct_counts_serial, direct_pair_sums, direct_pair_sums_serial,
 )
-from ._fused import FusedPasses  # noqa: E402
-from ._panels import (  # noqa: E402  (after the OpenMP setting, before Numba runs)
-    _centered, _column_mean_of, _panel, _ranges, _Workspace, chain_rule_flat, pair_sum_norms,
-    pair_sums, sigmoid_flat,
+from ._fused import FusedPasses, cross_block_counts, cross_block_pair_sums  # noqa: E402
+from ._rowwise import (  # noqa: E402  (after the OpenMP setting, before Numba runs)
+    _centered, _column_mean_of, chain_rule_flat, pair_sum_norms, pair_sums, sigmoid_flat,
 )
 
 # Batches with N^2 D at most this run the serial twins of the kernels: a
@@ -368,16 +367,7 @@ def block_soft_counts(Sa: np.ndarray, Sb: np.ndarray, sigma: float,
     if sqa is None:
         direct_counts(Sac, np.ascontiguousarray(Sbc.T), scale, same_block, C0)
         return C0
-    Nb = Sbc.shape[0]
-    ws = _Workspace(Na, Nb, D, Sac.dtype, with_grad=False)
-    for i0, i1 in _ranges(0, Na, ws.rows):
-        for c0, c1 in _ranges(0, Nb, ws.width):
-            G = ws.buffer(i1 - i0, c1 - c0)
-            np.matmul(Sac[i0:i1], Sbc[c0:c1].T, out=G)
-            # The norms stand in for the coefficients, which counting ignores.
-            _panel(G, sqa[i0:i1], sqb[c0:c1], sqa[i0:i1], sqb[c0:c1], scale, i0 - c0,
-                   same_block, False, C0[i0:i1], ws.kbuf)
-    return C0
+    return cross_block_counts(Sac, sqa, Sbc, sqb, scale, same_block)
 
 
 @_serialised_on_workqueue
@@ -423,22 +413,8 @@ def block_weighted_grad(Sa: np.ndarray, ga: np.ndarray, Sb: np.ndarray, gb: np.n
         direct_pair_sums(Sac, coef_a, Sbc, np.ascontiguousarray(Sbc.T), coef_b, scale, same_block,
                          out)
         return out
-    # As in soft_counts_and_grad: float32 blocks form their weights in float32.
-    coef_a = coef_a.astype(Sac.dtype, copy=False)
-    coef_b = coef_b.astype(Sac.dtype, copy=False)
-    ws = _Workspace(Na, Nb, D, Sac.dtype, with_grad=True)
-    rowsum = np.zeros(Na)
-    for i0, i1 in _ranges(0, Na, ws.rows):
-        bi = i1 - i0
-        for c0, c1 in _ranges(0, Nb, ws.width):
-            W = ws.buffer(bi, c1 - c0)
-            np.matmul(Sac[i0:i1], Sbc[c0:c1].T, out=W)
-            _panel(W, sqa[i0:i1], sqb[c0:c1], coef_a[i0:i1], coef_b[c0:c1], scale, i0 - c0,
-                   same_block, True, rowsum[i0:i1], ws.kbuf)
-            P = ws.P[:bi]
-            np.matmul(W, Sbc[c0:c1], out=P)
-            out[i0:i1] -= P
-    out += rowsum[:, None] * Sac
+    rowsum, acc = cross_block_pair_sums(Sac, sqa, coef_a, Sbc, sqb, coef_b, scale, same_block)
+    pair_sums(rowsum, Sac, acc, out)
     if Sac.dtype == np.float32 and not _float32_sums_held(rowsum, sqa, out):
         # Tight clusters: the float32 W @ Sb lost the difference; redo in float64.
         return block_weighted_grad.__wrapped__(np.asarray(Sa, np.float64), ga,

@@ -1,6 +1,6 @@
 """Scalar building blocks of the CPU kernels: a vectorisable exp, the kernel value, fixed-order sums.
 
-All are inlined into the Numba loops of :mod:`._panels`. Sums run in a fixed
+All are inlined into the Numba loops of :mod:`._fused` and :mod:`._direct`. Sums run in a fixed
 order (never reassociated), so results do not depend on the thread count.
 """
 

@@ -202,13 +202,13 @@ def _row_totals(rowvec, out):
 
 
 @njit(inline="always", fastmath=_FASTMATH, cache=True)
-def _weigh(T, coef, i0, j0):
+def _weigh(T, coef_rows, coef_cols, i0, j0):
     """``T[r, c] *= g_i + g_j``: kernel values become weights."""
     width = T.shape[1]
-    v = coef[j0:j0 + width]
+    v = coef_cols[j0:j0 + width]
     for r in range(_MR):
         t = T[r]
-        u = coef[i0 + r]
+        u = coef_rows[i0 + r]
         for c in range(width):
             t[c] = t[c] * (u + v[c])
 
@@ -292,7 +292,7 @@ def fused_pair_sums(Sp, Pk, sqn, coef, n, scale, block, rowsum, acc, rowpart, ro
                     else:
                         _gram_tile(Sp, i0, P, tile)
                         _kernel_tile(tile, sqn, i0, j0, n, scale)
-                    _weigh(tile, coef, i0, j0)
+                    _weigh(tile, coef, coef, i0, j0)
                     _add_sums(tile, rowvec[i0 - r0:], rowsum[j0:j0 + width])
                     _rows_update(tile, Sp, j0, racc[i0 - r0:])
                 _cols_update(panel[:rows_end - r0], Sp, r0, cacc[j0 - c0:])
@@ -314,6 +314,103 @@ def fused_pair_sums(Sp, Pk, sqn, coef, n, scale, block, rowsum, acc, rowpart, ro
 
 fused_counts_serial = serial_twin(fused_counts)
 fused_pair_sums_serial = serial_twin(fused_pair_sums)
+
+
+# ----------------------------------------------------------------------------- two blocks
+# The block primitives pair every row of a block A with every row of a block
+# B (the MPI layout): no symmetry, so tasks own whole rows of A and nothing
+# is reduced across tasks. A task takes ROWS_PER_TASK rows and walks B in
+# chunks of BLOCK columns, so that one chunk's packed columns serve all of
+# its row tiles from L1/L2.
+
+ROWS_PER_TASK = 64
+
+
+@njit(inline="always", fastmath=_FASTMATH, cache=True)
+def _kernel_pairs(T, sqa, sqb, i0, j0, na, nb, scale, skip_diagonal):
+    """Turn the Gram tile ``T`` into ``K(a_i, b_j)`` for ``i < na``, ``j < nb`` (``i != j`` with
+    ``skip_diagonal``), 0 elsewhere (i = i0 + r, j = j0 + c)."""
+    width = T.shape[1]
+    hi = max(min(width, nb - j0), 0)
+    nj = sqb[j0:j0 + width]
+    for r in range(_MR):
+        t = T[r]
+        a = sqa[i0 + r]
+        for c in range(width):
+            t[c] = _kernel(a, nj[c], t[c], scale, T)
+        for c in range(hi if i0 + r < na else 0, width):
+            t[c] = 0.0
+        d = i0 + r - j0
+        if skip_diagonal and 0 <= d < width:
+            t[d] = 0.0
+
+
+@njit(inline="always", fastmath=_FASTMATH, cache=True)
+def _add_row_sums(T, rows):
+    """``rows[r] += T[r]`` elementwise in float64 (see :func:`_add_sums`)."""
+    for r in range(_MR):
+        t = T[r]
+        v = rows[r]
+        for c in range(t.size):
+            v[c] += np.float64(t[c])
+
+
+@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def cross_counts(Ap, sqa, Pk, sqb, na, nb, scale, skip_diagonal, block, C0):
+    """``C0[i] = sum_j K(a_i, b_j)`` (float64, length of Ap), skipping ``j = i`` with ``skip_diagonal``.
+
+    ``Ap``/``sqa``: padded rows of A and norms; ``Pk``/``sqb``: packed columns
+    of B and norms (as in :class:`FusedPasses`).
+    """
+    width = Pk.shape[2]
+    Nbp = Pk.shape[0] * width
+    for task in prange((Ap.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        r0 = task * ROWS_PER_TASK
+        r1 = min(r0 + ROWS_PER_TASK, Ap.shape[0])
+        tile = np.empty((_MR, width), Ap.dtype)
+        rowvec = np.zeros((r1 - r0, width))
+        for c0 in range(0, Nbp, block):
+            for i0 in range(r0, r1, _MR):
+                for j0 in range(c0, min(c0 + block, Nbp), width):
+                    _gram_tile(Ap, i0, Pk[j0 // width], tile)
+                    _kernel_pairs(tile, sqa, sqb, i0, j0, na, nb, scale, skip_diagonal)
+                    _add_row_sums(tile, rowvec[i0 - r0:])
+        _row_totals(rowvec, C0[r0:r1])
+
+
+@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def cross_pair_sums(Ap, sqa, ga, Pk, Bp, sqb, gb, na, nb, scale, skip_diagonal, block,
+                    rowsum, acc):
+    """``rowsum_i = sum_j w_ij``, ``acc_i = sum_j w_ij Sb_j`` (float64) with ``w_ij = K_ij (g_i + g_j)``.
+
+    ``ga``/``gb``: row coefficients of A and B (working dtype, zero-padded);
+    ``Bp``: padded rows of B. Products are summed in the working dtype over
+    one chunk of ``block`` columns, then added in float64.
+    """
+    width = Pk.shape[2]
+    Nbp = Pk.shape[0] * width
+    Dp = Ap.shape[1]
+    for task in prange((Ap.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        r0 = task * ROWS_PER_TASK
+        r1 = min(r0 + ROWS_PER_TASK, Ap.shape[0])
+        tile = np.empty((_MR, width), Ap.dtype)
+        rowvec = np.zeros((r1 - r0, width))
+        racc = np.empty((r1 - r0, Dp), Ap.dtype)
+        for c0 in range(0, Nbp, block):
+            racc.fill(0.0)
+            for i0 in range(r0, r1, _MR):
+                for j0 in range(c0, min(c0 + block, Nbp), width):
+                    _gram_tile(Ap, i0, Pk[j0 // width], tile)
+                    _kernel_pairs(tile, sqa, sqb, i0, j0, na, nb, scale, skip_diagonal)
+                    _weigh(tile, ga, gb, i0, j0)
+                    _add_row_sums(tile, rowvec[i0 - r0:])
+                    _rows_update(tile, Bp, j0, racc[i0 - r0:])
+            for r in range(r1 - r0):
+                a = acc[r0 + r]
+                s = racc[r]
+                for k in range(Dp):
+                    a[k] += s[k]
+        _row_totals(rowvec, rowsum[r0:r1])
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -379,6 +476,22 @@ def _workspace(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
+def _layout(Sc: np.ndarray, sqn: np.ndarray, name: str):
+    """``(Sp, Pk, sqp)``: ``Sc`` zero-padded to (Np, Dp), packed by column tiles, padded norms.
+
+    ``Np`` and ``Dp`` are the next multiples of the tile width 2L.
+    """
+    N, D = Sc.shape
+    width = tile_columns(Sc.dtype)
+    Np = -(-max(N, 1) // width) * width
+    Dp = -(-max(D, 1) // width) * width
+    Sp = _workspace(name + "p", (Np, Dp), Sc.dtype)
+    Pk = _workspace(name + "k", (Np // width, Dp, width), Sc.dtype)
+    sqp = np.empty(Np, dtype=Sc.dtype)
+    _pack(Sc, sqn, Sp, Pk, sqp)
+    return Sp, Pk, sqp
+
+
 class FusedPasses:
     """Both passes for one population of centred patterns ``Sc`` (working dtype) and norms ``sqn``.
 
@@ -387,20 +500,13 @@ class FusedPasses:
     """
 
     def __init__(self, Sc: np.ndarray, sqn: np.ndarray, parallel: bool = True) -> None:
-        N, D = Sc.shape
-        width = tile_columns(Sc.dtype)
-        self.n = N
+        self.n = Sc.shape[0]
         self._counts = fused_counts if parallel else fused_counts_serial
         self._pair_sums = fused_pair_sums if parallel else fused_pair_sums_serial
-        # Blocks never need more rows than there are.
-        self.block = min(BLOCK, -(-max(N, 1) // width) * width)
-        Np = -(-max(N, 1) // width) * width
-        Dp = -(-max(D, 1) // width) * width
         self.Sc = Sc
-        self.Sp = _workspace("Sp", (Np, Dp), Sc.dtype)
-        self.Pk = _workspace("Pk", (Np // width, Dp, width), Sc.dtype)
-        self.sqn = np.empty(Np, dtype=Sc.dtype)
-        _pack(Sc, sqn, self.Sp, self.Pk, self.sqn)
+        self.Sp, self.Pk, self.sqn = _layout(Sc, sqn, "S")
+        Np = self.Sp.shape[0]
+        self.block = min(BLOCK, Np)  # blocks never need more rows than there are
         self.rowpart = np.empty((-(-Np // self.block), self.block))
         self.cache = np.empty((0, 0, 0, 0), dtype=Sc.dtype)
 
@@ -439,3 +545,35 @@ class FusedPasses:
                         self.rowpart, _workspace("rowacc", (nchunk, self.block, Dp), self.Sp.dtype),
                         _workspace("colacc", (nchunk, self.block, Dp), self.Sp.dtype), self.cache)
         return rowsum[:N], acc[:N, :D]
+
+
+def cross_block_counts(Sa: np.ndarray, sqa: np.ndarray, Sb: np.ndarray, sqb: np.ndarray,
+                       scale: float, skip_diagonal: bool) -> np.ndarray:
+    """``C0_i = sum_j K(a_i, b_j)`` (float64, shape (Na,)) for centred blocks and their norms."""
+    Ap, _, sqap = _layout(Sa, sqa, "A")
+    _, Pk, sqbp = _layout(Sb, sqb, "B")
+    C0 = np.empty(Ap.shape[0])
+    cross_counts(Ap, sqap, Pk, sqbp, Sa.shape[0], Sb.shape[0], scale, skip_diagonal, BLOCK, C0)
+    return C0[: Sa.shape[0]]
+
+
+def cross_block_pair_sums(Sa: np.ndarray, sqa: np.ndarray, ga: np.ndarray, Sb: np.ndarray,
+                          sqb: np.ndarray, gb: np.ndarray, scale: float, skip_diagonal: bool
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """``(rowsum, acc)``: ``sum_j w_ij`` and ``sum_j w_ij Sb_j`` (float64) for the rows of ``Sa``.
+
+    ``w_ij = K(a_i, b_j) (g_i + g_j)`` with ``ga``/``gb`` (float64) rounded to
+    the working dtype. ``acc`` is a view of this thread's workspace.
+    """
+    Ap, _, sqap = _layout(Sa, sqa, "A")
+    Bp, Pk, sqbp = _layout(Sb, sqb, "B")
+    gap = np.zeros(Ap.shape[0], Ap.dtype)
+    gap[: Sa.shape[0]] = ga
+    gbp = np.zeros(Bp.shape[0], Ap.dtype)
+    gbp[: Sb.shape[0]] = gb
+    rowsum = np.empty(Ap.shape[0])
+    acc = _workspace("acc", Ap.shape, np.float64)
+    acc.fill(0.0)
+    cross_pair_sums(Ap, sqap, gap, Pk, Bp, sqbp, gbp, Sa.shape[0], Sb.shape[0], scale,
+                    skip_diagonal, BLOCK, rowsum, acc)
+    return rowsum[: Sa.shape[0]], acc[: Sa.shape[0], : Sa.shape[1]]
