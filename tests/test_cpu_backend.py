@@ -248,3 +248,25 @@ def test_block_primitives_take_empty_blocks(rng):
     np.testing.assert_array_equal(cpu.block_soft_counts(S, empty, SIGMA, False), np.zeros(12))
     np.testing.assert_array_equal(cpu.block_weighted_grad(S, g, empty, g[:0], SIGMA, False),
                                   np.zeros((12, 5)))
+
+
+def test_kernels_refuse_a_layout_of_another_simd_width():
+    # A cached kernel built for another vector width must not read the
+    # layout with the wrong stride.
+    width = _fused.tile_columns(np.float32)
+    Sp = np.zeros((2 * width, width), np.float32)
+    wrong = np.zeros((4, width, width // 2), np.float32)  # half-width tiles
+    with pytest.raises(ValueError, match="SIMD width"):
+        _fused.fused_counts(Sp, wrong, np.zeros(2 * width, np.float32), 2 * width, 1.0,
+                            2 * width, np.zeros(2 * width), np.zeros((1, 2 * width)),
+                            np.empty((0, 0, 0, 0), np.float32))
+
+
+def test_kept_kernel_values_need_the_same_scale(rng):
+    D = _fused.CACHE_MIN_D
+    S = rng.random((40, D))
+    Sc = S - S.mean(axis=0)
+    passes = _fused.FusedPasses(Sc, np.einsum("ij,ij->i", Sc, Sc), parallel=False)
+    C0 = passes.counts(2.0, keep=True)
+    with pytest.raises(ValueError, match="scale"):
+        passes.pair_sums(1 / (1 + C0), 3.0)

@@ -33,15 +33,20 @@ from numba import njit, prange
 
 from ._fastmath import FASTMATH as _FASTMATH
 from ._fastmath import _kernel, _sum, serial_twin
-from ._simd import lanes_of, vfma, vlanes, vload, vsplat, vstore, vzero
+from ._simd import vfma, vlanes, vload, vsplat, vstore, vzero
 
 # Rows of one register tile (its columns are two vectors: 2L).
 _MR = 8
 
 
+@njit(cache=True)
+def _compiled_tile_columns(like):
+    return 2 * vlanes(like)
+
+
 def tile_columns(dtype) -> int:
-    """Columns of one register tile for ``dtype`` (two vectors)."""
-    return 2 * lanes_of(np.dtype(dtype))
+    """Columns of one register tile for ``dtype`` (two vectors), as the compiled kernels see it."""
+    return _compiled_tile_columns(np.empty(0, dtype=dtype))
 
 
 # ----------------------------------------------------------------------------- register tiles
@@ -215,6 +220,18 @@ def _weigh(T, coef_rows, coef_cols, i0, j0):
 
 # ----------------------------------------------------------------------------- passes
 
+@njit(inline="always", cache=True)
+def _check_layout(Pk, block):
+    """The packed tile width must be this build's 2L, and ``block`` a multiple of it.
+
+    A cached kernel may have been compiled for another SIMD width (e.g. with
+    ``NUMBA_CPU_NAME=generic`` caches shared between machines); reading the
+    layout with the wrong width would run past its rows.
+    """
+    if Pk.shape[2] != 2 * vlanes(Pk) or block % Pk.shape[2] != 0:
+        raise ValueError("packed layout does not match this build's SIMD width")
+
+
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def fused_counts(Sp, Pk, sqn, n, scale, block, C0, rowpart, cache):
     """Pass 1: ``C0[i] = sum_{j != i, j < n} K_ij`` (float64, length Np).
@@ -225,6 +242,7 @@ def fused_counts(Sp, Pk, sqn, n, scale, block, C0, rowpart, cache):
     ``cache``: (row tiles, chunks, block, block) in the working dtype, where
     the kernel values are left for pass 2, or an empty array.
     """
+    _check_layout(Pk, block)
     keep = cache.shape[0] > 0
     Np = Sp.shape[0]
     width = Pk.shape[2]
@@ -263,6 +281,7 @@ def fused_pair_sums(Sp, Pk, sqn, coef, n, scale, block, rowsum, acc, rowpart, ro
     (chunks, block, Dp) in the working dtype. ``cache``: the kernel values
     pass 1 kept (then no Gram product or exp is recomputed), or an empty array.
     """
+    _check_layout(Pk, block)
     keep = cache.shape[0] > 0
     Np, Dp = Sp.shape
     width = Pk.shape[2]
@@ -362,6 +381,7 @@ def cross_counts(Ap, sqa, Pk, sqb, na, nb, scale, skip_diagonal, block, C0):
     ``Ap``/``sqa``: padded rows of A and norms; ``Pk``/``sqb``: packed columns
     of B and norms (as in :class:`FusedPasses`).
     """
+    _check_layout(Pk, block)
     width = Pk.shape[2]
     Nbp = Pk.shape[0] * width
     for task in prange((Ap.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
@@ -387,6 +407,7 @@ def cross_pair_sums(Ap, sqa, ga, Pk, Bp, sqb, gb, na, nb, scale, skip_diagonal, 
     ``Bp``: padded rows of B. Products are summed in the working dtype over
     one chunk of ``block`` columns, then added in float64.
     """
+    _check_layout(Pk, block)
     width = Pk.shape[2]
     Nbp = Pk.shape[0] * width
     Dp = Ap.shape[1]
@@ -455,6 +476,7 @@ BLOCK = 256
 # OS (it did after every call once JAX was loaded in the process): 5,700 page
 # faults and ~10 % of a 2048 x 1024 float32 call. Larger ones are not kept,
 # so a huge call leaves nothing behind.
+# At most about a dozen names per dtype are kept per thread.
 KEEP_BYTES = 64 << 20
 # Small blocks come from the heap without page faults; the lookup would cost
 # more than the allocation.
@@ -496,7 +518,10 @@ class FusedPasses:
     """Both passes for one population of centred patterns ``Sc`` (working dtype) and norms ``sqn``.
 
     Holds the padded layout (``Sp`` (Np, Dp), its column-tile packing ``Pk``
-    (Np / 2L, Dp, 2L), padded norms) and the float64 scratch: O(N D) memory.
+    (Np / 2L, Dp, 2L), padded norms), the float64 scratch and, after
+    ``counts(keep=True)``, the kept kernel values: O(N D) memory plus at most
+    :data:`CACHE_BYTES`. The layout and cache are this thread's workspaces:
+    use one instance at a time per thread and dtype.
     """
 
     def __init__(self, Sc: np.ndarray, sqn: np.ndarray, parallel: bool = True) -> None:
@@ -521,6 +546,7 @@ class FusedPasses:
         if (keep and self.Sc.shape[1] >= CACHE_MIN_D
                 and math.prod(shape) * self.Sp.itemsize <= CACHE_BYTES):
             self.cache = _workspace("cache", shape, self.Sp.dtype)
+            self.cache_scale = scale
         C0 = np.zeros(self.Sp.shape[0])
         self._counts(self.Sp, self.Pk, self.sqn, self.n, scale, self.block, C0, self.rowpart,
                      self.cache)
@@ -533,6 +559,8 @@ class FusedPasses:
         are rounded to the working dtype, in which the weights are formed.
         ``acc`` is a view of this thread's workspace: use it before the next call.
         """
+        if self.cache.size and scale != self.cache_scale:
+            raise ValueError("pair_sums must use the scale of the counts whose kernel values it reads")
         Np, Dp = self.Sp.shape
         N, D = self.Sc.shape
         g = np.zeros(Np, dtype=self.Sp.dtype)

@@ -88,7 +88,7 @@ def _centered(S: np.ndarray, mean: np.ndarray, dtype: np.dtype) -> tuple[np.ndar
     """``S - mean`` in ``dtype`` (the working precision of the distances) and its squared row norms.
 
     The norms are summed in float64 and then rounded to ``dtype``, the
-    precision in which :func:`_panel` forms distances.
+    precision in which the fused passes form distances.
     """
     Sc = np.empty(S.shape, dtype=dtype)
     sqn = np.empty(S.shape[0])

@@ -9,9 +9,13 @@ stores its accumulator: 70-90 GFLOP/s for a float32 Gram tile, against
 across a loop.
 
 The width is the host's widest vector register (64 bytes with AVX-512, else
-32 bytes); LLVM splits wider vectors where needed, so results never depend on
-it: every lane is one independent ``fma`` in the input's precision.
-No bounds checks: callers guarantee that ``idx + lanes <= arr.size``.
+32 bytes). Every lane is one independent ``fma`` in the input's precision;
+code that sums across lanes fixes its order, so results depend on the width
+only through the order of such sums. A compiled kernel has its width built
+in (:func:`vlanes`); kernels check it against their inputs' layout, which
+Python derives from :data:`VECTOR_BYTES`, because a cached kernel could come
+from another machine. No bounds checks: callers guarantee that
+``idx + lanes <= arr.size``.
 """
 
 from __future__ import annotations
@@ -63,10 +67,15 @@ def _float_array(arr) -> bool:
     return isinstance(arr, types.Array) and arr.dtype in (types.float32, types.float64)
 
 
+def _float_vector(arr) -> bool:
+    """A 1-D contiguous float array: what vload/vstore address."""
+    return _float_array(arr) and arr.ndim == 1 and arr.layout == "C"
+
+
 @intrinsic
 def vload(typingctx, arr, idx):
     """``arr[idx : idx + lanes]`` of a 1-D contiguous float array, as one Vector."""
-    if not (_float_array(arr) and isinstance(idx, types.Integer)):
+    if not (_float_vector(arr) and isinstance(idx, types.Integer)):
         return None
     vt = Vector(arr.dtype)
 
@@ -82,7 +91,8 @@ def vload(typingctx, arr, idx):
 @intrinsic
 def vstore(typingctx, arr, idx, v):
     """``arr[idx : idx + lanes] = v``."""
-    if not (_float_array(arr) and isinstance(v, Vector) and v.dtype == arr.dtype):
+    if not (_float_vector(arr) and isinstance(idx, types.Integer) and isinstance(v, Vector)
+            and v.dtype == arr.dtype):
         return None
 
     def codegen(context, builder, sig, args):
