@@ -270,3 +270,20 @@ def test_kept_kernel_values_need_the_same_scale(rng):
     C0 = passes.counts(2.0, keep=True)
     with pytest.raises(ValueError, match="scale"):
         passes.pair_sums(1 / (1 + C0), 3.0)
+
+
+def test_kernels_compiled_for_avx2_width_agree_with_the_reference():
+    # Numba compiling for a Haswell (AVX2) target: 32-byte vectors, half the
+    # tile width of an AVX-512 host; serial and parallel kernels, both dtypes.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("check_vector_width.py")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell")
+    env.pop("NUMBA_CPU_FEATURES", None)
+    done = subprocess.run([sys.executable, str(script), "32"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")

@@ -26,7 +26,19 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 
-def _host_vector_bytes() -> int:
+def _target_vector_bytes() -> int:
+    """64 where Numba compiles for AVX-512, else 32.
+
+    Numba targets the host unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``
+    name another CPU; the width follows the same choice (an explicit CPU name
+    without AVX-512 in its features gets 32 bytes).
+    """
+    from numba.core import config
+
+    if config.CPU_FEATURES is not None:
+        return 64 if "+avx512f" in config.CPU_FEATURES else 32
+    if config.CPU_NAME not in (None, "host"):
+        return 32
     try:
         import llvmlite.binding as llvm
         return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
@@ -34,7 +46,7 @@ def _host_vector_bytes() -> int:
         return 32
 
 
-VECTOR_BYTES = _host_vector_bytes()
+VECTOR_BYTES = _target_vector_bytes()
 
 
 def lanes_of(dtype) -> int:
