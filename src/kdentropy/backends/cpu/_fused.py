@@ -51,6 +51,54 @@ def tile_columns(dtype) -> int:
 
 # ----------------------------------------------------------------------------- register tiles
 
+# A register tile is a tuple of 16 vectors: rows r = 0..7 of the tile, two
+# vectors (a, b) each, in the order (0a, 0b, 1a, 1b, ...). Tuples of vectors
+# stay in registers across loops (LLVM splits them into SSA values).
+
+@njit(inline="always", cache=True)
+def _tile_zero(like):
+    z = vzero(like)
+    return (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z)
+
+
+@njit(inline="always", cache=True)
+def _tile_load(rows, first, k, L):
+    """Vectors ``rows[first + r, k : k + 2L]`` for r = 0..7."""
+    return (vload(rows[first], k), vload(rows[first], k + L),
+            vload(rows[first + 1], k), vload(rows[first + 1], k + L),
+            vload(rows[first + 2], k), vload(rows[first + 2], k + L),
+            vload(rows[first + 3], k), vload(rows[first + 3], k + L),
+            vload(rows[first + 4], k), vload(rows[first + 4], k + L),
+            vload(rows[first + 5], k), vload(rows[first + 5], k + L),
+            vload(rows[first + 6], k), vload(rows[first + 6], k + L),
+            vload(rows[first + 7], k), vload(rows[first + 7], k + L))
+
+
+@njit(inline="always", cache=True)
+def _tile_store(rows, first, k, L, t):
+    """``rows[first + r, k : k + 2L] = t``'s vectors for r = 0..7."""
+    for r in range(_MR):
+        vstore(rows[first + r], k, t[2 * r])
+        vstore(rows[first + r], k + L, t[2 * r + 1])
+
+
+@njit(inline="always", cache=True)
+def _tile_fma(t, like, b0, b1, s0, s1, s2, s3, s4, s5, s6, s7):
+    """Rank-1 update: row r of ``t`` += ``s_r * (b0, b1)``."""
+    w0 = vsplat(like, s0)
+    w1 = vsplat(like, s1)
+    w2 = vsplat(like, s2)
+    w3 = vsplat(like, s3)
+    w4 = vsplat(like, s4)
+    w5 = vsplat(like, s5)
+    w6 = vsplat(like, s6)
+    w7 = vsplat(like, s7)
+    return (vfma(w0, b0, t[0]), vfma(w0, b1, t[1]), vfma(w1, b0, t[2]), vfma(w1, b1, t[3]),
+            vfma(w2, b0, t[4]), vfma(w2, b1, t[5]), vfma(w3, b0, t[6]), vfma(w3, b1, t[7]),
+            vfma(w4, b0, t[8]), vfma(w4, b1, t[9]), vfma(w5, b0, t[10]), vfma(w5, b1, t[11]),
+            vfma(w6, b0, t[12]), vfma(w6, b1, t[13]), vfma(w7, b0, t[14]), vfma(w7, b1, t[15]))
+
+
 # Terms per register accumulation in a Gram tile. Longer dot products are
 # summed in blocks of this many terms, then the blocks added up: float32
 # distances at D = 1024 were 4.7x less accurate with one running sum per lane.
@@ -61,40 +109,25 @@ _K_BLOCK = 64
 def _gram_tile(Sp, i0, P, out):
     """``out[r, c] = Sp[i0 + r] . P[:, c]`` for the 8 x 2L tile (``P``: packed columns, (Dp, 2L))."""
     L = vlanes(P)
-    z = vzero(P)
+    one = vsplat(P, 1.0)
     for k0 in range(0, P.shape[0], _K_BLOCK):
-        c0a = z; c0b = z; c1a = z; c1b = z; c2a = z; c2b = z; c3a = z; c3b = z  # noqa: E702
-        c4a = z; c4b = z; c5a = z; c5b = z; c6a = z; c6b = z; c7a = z; c7b = z  # noqa: E702
+        t = _tile_zero(P)
         for k in range(k0, min(k0 + _K_BLOCK, P.shape[0])):
             p = P[k]
-            b0 = vload(p, 0)
-            b1 = vload(p, L)
-            a = vsplat(P, Sp[i0, k]); c0a = vfma(a, b0, c0a); c0b = vfma(a, b1, c0b)  # noqa: E702,E501
-            a = vsplat(P, Sp[i0 + 1, k]); c1a = vfma(a, b0, c1a); c1b = vfma(a, b1, c1b)  # noqa: E702,E501
-            a = vsplat(P, Sp[i0 + 2, k]); c2a = vfma(a, b0, c2a); c2b = vfma(a, b1, c2b)  # noqa: E702,E501
-            a = vsplat(P, Sp[i0 + 3, k]); c3a = vfma(a, b0, c3a); c3b = vfma(a, b1, c3b)  # noqa: E702,E501
-            a = vsplat(P, Sp[i0 + 4, k]); c4a = vfma(a, b0, c4a); c4b = vfma(a, b1, c4b)  # noqa: E702,E501
-            a = vsplat(P, Sp[i0 + 5, k]); c5a = vfma(a, b0, c5a); c5b = vfma(a, b1, c5b)  # noqa: E702,E501
-            a = vsplat(P, Sp[i0 + 6, k]); c6a = vfma(a, b0, c6a); c6b = vfma(a, b1, c6b)  # noqa: E702,E501
-            a = vsplat(P, Sp[i0 + 7, k]); c7a = vfma(a, b0, c7a); c7b = vfma(a, b1, c7b)  # noqa: E702,E501
-        if k0 > 0:  # add the earlier blocks' sums (the tile holds them)
-            one = vsplat(P, 1.0)
-            c0a = vfma(one, vload(out[0], 0), c0a); c0b = vfma(one, vload(out[0], L), c0b)  # noqa: E702,E501
-            c1a = vfma(one, vload(out[1], 0), c1a); c1b = vfma(one, vload(out[1], L), c1b)  # noqa: E702,E501
-            c2a = vfma(one, vload(out[2], 0), c2a); c2b = vfma(one, vload(out[2], L), c2b)  # noqa: E702,E501
-            c3a = vfma(one, vload(out[3], 0), c3a); c3b = vfma(one, vload(out[3], L), c3b)  # noqa: E702,E501
-            c4a = vfma(one, vload(out[4], 0), c4a); c4b = vfma(one, vload(out[4], L), c4b)  # noqa: E702,E501
-            c5a = vfma(one, vload(out[5], 0), c5a); c5b = vfma(one, vload(out[5], L), c5b)  # noqa: E702,E501
-            c6a = vfma(one, vload(out[6], 0), c6a); c6b = vfma(one, vload(out[6], L), c6b)  # noqa: E702,E501
-            c7a = vfma(one, vload(out[7], 0), c7a); c7b = vfma(one, vload(out[7], L), c7b)  # noqa: E702,E501
-        vstore(out[0], 0, c0a); vstore(out[0], L, c0b)  # noqa: E702
-        vstore(out[1], 0, c1a); vstore(out[1], L, c1b)  # noqa: E702
-        vstore(out[2], 0, c2a); vstore(out[2], L, c2b)  # noqa: E702
-        vstore(out[3], 0, c3a); vstore(out[3], L, c3b)  # noqa: E702
-        vstore(out[4], 0, c4a); vstore(out[4], L, c4b)  # noqa: E702
-        vstore(out[5], 0, c5a); vstore(out[5], L, c5b)  # noqa: E702
-        vstore(out[6], 0, c6a); vstore(out[6], L, c6b)  # noqa: E702
-        vstore(out[7], 0, c7a); vstore(out[7], L, c7b)  # noqa: E702
+            t = _tile_fma(t, P, vload(p, 0), vload(p, L), Sp[i0, k], Sp[i0 + 1, k],
+                          Sp[i0 + 2, k], Sp[i0 + 3, k], Sp[i0 + 4, k], Sp[i0 + 5, k],
+                          Sp[i0 + 6, k], Sp[i0 + 7, k])
+        if k0 > 0:  # add the earlier blocks' sums, which the tile holds
+            before = _tile_load(out, 0, 0, L)
+            t = (vfma(one, before[0], t[0]), vfma(one, before[1], t[1]),
+                 vfma(one, before[2], t[2]), vfma(one, before[3], t[3]),
+                 vfma(one, before[4], t[4]), vfma(one, before[5], t[5]),
+                 vfma(one, before[6], t[6]), vfma(one, before[7], t[7]),
+                 vfma(one, before[8], t[8]), vfma(one, before[9], t[9]),
+                 vfma(one, before[10], t[10]), vfma(one, before[11], t[11]),
+                 vfma(one, before[12], t[12]), vfma(one, before[13], t[13]),
+                 vfma(one, before[14], t[14]), vfma(one, before[15], t[15]))
+        _tile_store(out, 0, 0, L, t)
 
 
 @njit(inline="always", fastmath=_FASTMATH, cache=True)
@@ -102,28 +135,12 @@ def _rows_update(W, Sp, j0, acc):
     """``acc[r] += sum_c W[r, c] Sp[j0 + c]`` for the tile's 8 rows (``acc``: (8, Dp))."""
     L = vlanes(Sp)
     for k in range(0, Sp.shape[1], 2 * L):
-        a0 = acc[0]; a1 = acc[1]; a2 = acc[2]; a3 = acc[3]  # noqa: E702
-        a4 = acc[4]; a5 = acc[5]; a6 = acc[6]; a7 = acc[7]  # noqa: E702
-        r0a = vload(a0, k); r0b = vload(a0, k + L); r1a = vload(a1, k); r1b = vload(a1, k + L)  # noqa: E702,E501
-        r2a = vload(a2, k); r2b = vload(a2, k + L); r3a = vload(a3, k); r3b = vload(a3, k + L)  # noqa: E702,E501
-        r4a = vload(a4, k); r4b = vload(a4, k + L); r5a = vload(a5, k); r5b = vload(a5, k + L)  # noqa: E702,E501
-        r6a = vload(a6, k); r6b = vload(a6, k + L); r7a = vload(a7, k); r7b = vload(a7, k + L)  # noqa: E702,E501
+        t = _tile_load(acc, 0, k, L)
         for c in range(W.shape[1]):
             s = Sp[j0 + c]
-            b0 = vload(s, k)
-            b1 = vload(s, k + L)
-            w = vsplat(Sp, W[0, c]); r0a = vfma(w, b0, r0a); r0b = vfma(w, b1, r0b)  # noqa: E702
-            w = vsplat(Sp, W[1, c]); r1a = vfma(w, b0, r1a); r1b = vfma(w, b1, r1b)  # noqa: E702
-            w = vsplat(Sp, W[2, c]); r2a = vfma(w, b0, r2a); r2b = vfma(w, b1, r2b)  # noqa: E702
-            w = vsplat(Sp, W[3, c]); r3a = vfma(w, b0, r3a); r3b = vfma(w, b1, r3b)  # noqa: E702
-            w = vsplat(Sp, W[4, c]); r4a = vfma(w, b0, r4a); r4b = vfma(w, b1, r4b)  # noqa: E702
-            w = vsplat(Sp, W[5, c]); r5a = vfma(w, b0, r5a); r5b = vfma(w, b1, r5b)  # noqa: E702
-            w = vsplat(Sp, W[6, c]); r6a = vfma(w, b0, r6a); r6b = vfma(w, b1, r6b)  # noqa: E702
-            w = vsplat(Sp, W[7, c]); r7a = vfma(w, b0, r7a); r7b = vfma(w, b1, r7b)  # noqa: E702
-        vstore(a0, k, r0a); vstore(a0, k + L, r0b); vstore(a1, k, r1a); vstore(a1, k + L, r1b)  # noqa: E702,E501
-        vstore(a2, k, r2a); vstore(a2, k + L, r2b); vstore(a3, k, r3a); vstore(a3, k + L, r3b)  # noqa: E702,E501
-        vstore(a4, k, r4a); vstore(a4, k + L, r4b); vstore(a5, k, r5a); vstore(a5, k + L, r5b)  # noqa: E702,E501
-        vstore(a6, k, r6a); vstore(a6, k + L, r6b); vstore(a7, k, r7a); vstore(a7, k + L, r7b)  # noqa: E702,E501
+            t = _tile_fma(t, Sp, vload(s, k), vload(s, k + L), W[0, c], W[1, c], W[2, c],
+                          W[3, c], W[4, c], W[5, c], W[6, c], W[7, c])
+        _tile_store(acc, 0, k, L, t)
 
 
 @njit(inline="always", fastmath=_FASTMATH, cache=True)
@@ -135,31 +152,15 @@ def _cols_update(W, Sp, i0, acc):
     (the float32 update at D = 1024 ran at 30 % of the FMA peak per tile).
     """
     L = vlanes(Sp)
-    for c0 in range(0, W.shape[1], 8):
-        a0 = acc[c0]; a1 = acc[c0 + 1]; a2 = acc[c0 + 2]; a3 = acc[c0 + 3]  # noqa: E702
-        a4 = acc[c0 + 4]; a5 = acc[c0 + 5]; a6 = acc[c0 + 6]; a7 = acc[c0 + 7]  # noqa: E702
+    for c0 in range(0, W.shape[1], _MR):
         for k in range(0, Sp.shape[1], 2 * L):
-            q0a = vload(a0, k); q0b = vload(a0, k + L); q1a = vload(a1, k); q1b = vload(a1, k + L)  # noqa: E702,E501
-            q2a = vload(a2, k); q2b = vload(a2, k + L); q3a = vload(a3, k); q3b = vload(a3, k + L)  # noqa: E702,E501
-            q4a = vload(a4, k); q4b = vload(a4, k + L); q5a = vload(a5, k); q5b = vload(a5, k + L)  # noqa: E702,E501
-            q6a = vload(a6, k); q6b = vload(a6, k + L); q7a = vload(a7, k); q7b = vload(a7, k + L)  # noqa: E702,E501
+            t = _tile_load(acc, c0, k, L)
             for r in range(W.shape[0]):
                 s = Sp[i0 + r]
-                b0 = vload(s, k)
-                b1 = vload(s, k + L)
                 w = W[r]
-                v = vsplat(Sp, w[c0]); q0a = vfma(v, b0, q0a); q0b = vfma(v, b1, q0b)  # noqa: E702
-                v = vsplat(Sp, w[c0 + 1]); q1a = vfma(v, b0, q1a); q1b = vfma(v, b1, q1b)  # noqa: E702,E501
-                v = vsplat(Sp, w[c0 + 2]); q2a = vfma(v, b0, q2a); q2b = vfma(v, b1, q2b)  # noqa: E702,E501
-                v = vsplat(Sp, w[c0 + 3]); q3a = vfma(v, b0, q3a); q3b = vfma(v, b1, q3b)  # noqa: E702,E501
-                v = vsplat(Sp, w[c0 + 4]); q4a = vfma(v, b0, q4a); q4b = vfma(v, b1, q4b)  # noqa: E702,E501
-                v = vsplat(Sp, w[c0 + 5]); q5a = vfma(v, b0, q5a); q5b = vfma(v, b1, q5b)  # noqa: E702,E501
-                v = vsplat(Sp, w[c0 + 6]); q6a = vfma(v, b0, q6a); q6b = vfma(v, b1, q6b)  # noqa: E702,E501
-                v = vsplat(Sp, w[c0 + 7]); q7a = vfma(v, b0, q7a); q7b = vfma(v, b1, q7b)  # noqa: E702,E501
-            vstore(a0, k, q0a); vstore(a0, k + L, q0b); vstore(a1, k, q1a); vstore(a1, k + L, q1b)  # noqa: E702,E501
-            vstore(a2, k, q2a); vstore(a2, k + L, q2b); vstore(a3, k, q3a); vstore(a3, k + L, q3b)  # noqa: E702,E501
-            vstore(a4, k, q4a); vstore(a4, k + L, q4b); vstore(a5, k, q5a); vstore(a5, k + L, q5b)  # noqa: E702,E501
-            vstore(a6, k, q6a); vstore(a6, k + L, q6b); vstore(a7, k, q7a); vstore(a7, k + L, q7b)  # noqa: E702,E501
+                t = _tile_fma(t, Sp, vload(s, k), vload(s, k + L), w[c0], w[c0 + 1],
+                              w[c0 + 2], w[c0 + 3], w[c0 + 4], w[c0 + 5], w[c0 + 6], w[c0 + 7])
+            _tile_store(acc, c0, k, L, t)
 
 
 # ----------------------------------------------------------------------------- tile epilogues
@@ -260,7 +261,7 @@ def fused_counts(Sp, Pk, sqn, n, scale, block, C0, rowpart, cache):
                     _gram_tile(Sp, i0, P, tile)
                     _kernel_tile(tile, sqn, i0, j0, n, scale)
                     if keep:
-                        kept = cache[r0 // block, t, i0 - r0:i0 - r0 + _MR, j0 - c0:j0 - c0 + width]
+                        kept = cache[r0 // block, t, i0 - r0:, j0 - c0:j0 - c0 + width]
                         for r in range(_MR):
                             kept[r] = tile[r]
                     # A chunk owns its columns: their sums go straight to C0.
@@ -305,7 +306,7 @@ def fused_pair_sums(Sp, Pk, sqn, coef, n, scale, block, rowsum, acc, rowpart, ro
                 for i0 in range(r0, rows_end, _MR):
                     tile = panel[i0 - r0:i0 - r0 + _MR]
                     if keep:
-                        kept = cache[r0 // block, t, i0 - r0:i0 - r0 + _MR, j0 - c0:j0 - c0 + width]
+                        kept = cache[r0 // block, t, i0 - r0:, j0 - c0:j0 - c0 + width]
                         for r in range(_MR):
                             tile[r] = kept[r]
                     else:
