@@ -28,10 +28,15 @@ __all__ = ["GRAM_LIMITS", "gram_condition", "distance_precision", "FLOAT32_PAIR_
 GRAM_LIMITS = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-10}
 
 
+# Looked up once: np.finfo and np.errstate cost microseconds per small call.
+_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float32, np.float64)}
+_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
+
+
 def gram_condition(gram_dtype: np.dtype, max_sqnorm: float, sigma: float) -> float:
     """``eps max|Sc|^2 / sigma^2``: the relative kernel error a Gram product in ``gram_dtype`` may cause."""
-    with np.errstate(over="ignore"):
-        return float(np.finfo(gram_dtype).eps) * float(max_sqnorm) / (sigma * sigma)
+    # Python floats: overflow gives inf, silently.
+    return _EPS[np.dtype(gram_dtype)] * float(max_sqnorm) / (sigma * sigma)
 
 
 def distance_precision(dtype: np.dtype, max_sqnorm: float, sigma: float) -> np.dtype | None:
@@ -51,7 +56,7 @@ def distance_precision(dtype: np.dtype, max_sqnorm: float, sigma: float) -> np.d
     for gram in dict.fromkeys((dtype, np.dtype(np.float64))):
         # 1 / (2 sigma^2) must also be finite in the Gram dtype, or even equal
         # rows (d2 = 0) would give 0 * inf.
-        finite_scale = 0.5 / (sigma * sigma) <= float(np.finfo(gram).max) / 4
+        finite_scale = 0.5 / (sigma * sigma) <= _MAX[gram] / 4
         if finite_scale and gram_condition(gram, max_sqnorm, sigma) <= limit:
             return gram
     return None
@@ -78,5 +83,5 @@ def float32_pair_sums_are_accurate(subtrahend_norm: float, result_norm: float) -
     """
     if result_norm == 0.0:
         return subtrahend_norm == 0.0
-    eps = float(np.finfo(np.float32).eps)
+    eps = _EPS[np.dtype(np.float32)]
     return eps * subtrahend_norm <= FLOAT32_PAIR_SUM_LIMIT * result_norm

@@ -499,17 +499,22 @@ def _workspace(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def _layout(Sc: np.ndarray, sqn: np.ndarray, name: str):
+def _layout(Sc: np.ndarray, sqn: np.ndarray, name: str | None):
     """``(Sp, Pk, sqp)``: ``Sc`` zero-padded to (Np, Dp), packed by column tiles, padded norms.
 
-    ``Np`` and ``Dp`` are the next multiples of the tile width 2L.
+    ``Np`` and ``Dp`` are the next multiples of the tile width 2L. Named
+    layouts live in this thread's workspaces; ``name=None`` allocates.
     """
     N, D = Sc.shape
     width = tile_columns(Sc.dtype)
     Np = -(-max(N, 1) // width) * width
     Dp = -(-max(D, 1) // width) * width
-    Sp = _workspace(name + "p", (Np, Dp), Sc.dtype)
-    Pk = _workspace(name + "k", (Np // width, Dp, width), Sc.dtype)
+    if name is None:
+        Sp = np.empty((Np, Dp), Sc.dtype)
+        Pk = np.empty((Np // width, Dp, width), Sc.dtype)
+    else:
+        Sp = _workspace(name + "p", (Np, Dp), Sc.dtype)
+        Pk = _workspace(name + "k", (Np // width, Dp, width), Sc.dtype)
     sqp = np.empty(Np, dtype=Sc.dtype)
     _pack(Sc, sqn, Sp, Pk, sqp)
     return Sp, Pk, sqp
@@ -530,7 +535,8 @@ class FusedPasses:
         self._counts = fused_counts if parallel else fused_counts_serial
         self._pair_sums = fused_pair_sums if parallel else fused_pair_sums_serial
         self.Sc = Sc
-        self.Sp, self.Pk, self.sqn = _layout(Sc, sqn, "S")
+        # Serial (small) batches allocate: a workspace lookup costs more there.
+        self.Sp, self.Pk, self.sqn = _layout(Sc, sqn, "S" if parallel else None)
         Np = self.Sp.shape[0]
         self.block = min(BLOCK, Np)  # blocks never need more rows than there are
         self.rowpart = np.empty((-(-Np // self.block), self.block))
