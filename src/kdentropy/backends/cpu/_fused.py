@@ -272,6 +272,21 @@ def fused_counts(Sp, Pk, sqn, n, scale, block, C0, rowpart, cache):
                 C0[r0 + r] += rowpart[t, r]
 
 
+# Entries below which a row tile's partial sums are reduced serially.
+_SERIAL_REDUCTION = 1 << 18
+
+
+@njit(inline="always", fastmath=_FASTMATH, cache=True)
+def _add_row_partials(r, r0, nchunk, rowsum, acc, rowpart, rowacc):
+    """Row ``r0 + r``: add the chunks' partial weight sums and products, in chunk order."""
+    a = acc[r0 + r]
+    for t in range(nchunk):
+        rowsum[r0 + r] += rowpart[t, r]
+        s = rowacc[t, r]
+        for k in range(a.size):
+            a[k] += s[k]
+
+
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def fused_pair_sums(Sp, Pk, sqn, coef, n, scale, block, rowsum, acc, rowpart, rowacc, colacc,
                     cache):
@@ -322,14 +337,14 @@ def fused_pair_sums(Sp, Pk, sqn, coef, n, scale, block, rowsum, acc, rowpart, ro
                 s = cacc[c]
                 for k in range(Dp):
                     a[k] += s[k]
-        # The rows' partial sums, chunk by chunk in order.
-        for r in prange(r1 - r0):
-            a = acc[r0 + r]
-            for t in range(nchunk):
-                rowsum[r0 + r] += rowpart[t, r]
-                s = rowacc[t, r]
-                for k in range(Dp):
-                    a[k] += s[k]
+        # The rows' partial sums, chunk by chunk in order: in parallel only
+        # when that is worth a parallel region (~40 us to wake the threads).
+        if nchunk * (r1 - r0) * Dp > _SERIAL_REDUCTION:
+            for r in prange(r1 - r0):
+                _add_row_partials(r, r0, nchunk, rowsum, acc, rowpart, rowacc)
+        else:
+            for r in range(r1 - r0):
+                _add_row_partials(r, r0, nchunk, rowsum, acc, rowpart, rowacc)
 
 
 fused_counts_serial = serial_twin(fused_counts)
