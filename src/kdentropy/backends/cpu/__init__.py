@@ -163,17 +163,22 @@ def soft_patterns(X: np.ndarray, temperature: float, threshold: float) -> np.nda
     return out
 
 
-def _distance_precision(Sc: np.ndarray, sigma: float) -> np.dtype | None:
-    """Gram dtype for centred patterns ``Sc`` (any leading axes), or None for direct differences.
+def _centred_for_distances(blocks: list[np.ndarray], mean: np.ndarray, sigma: float):
+    """Centre each block on ``mean`` in the precision the conditioning rule picks for distances.
 
-    float32 panels are twice as fast as float64 ones, but Gram distances carry
-    an error of a few ``eps |Sc|^2`` that ``1 / sigma^2`` amplifies; the shared
-    rule (:mod:`.._conditioning`) says when that is too much.
+    Returns ``(work, [(Sc, sqn), ...])``. ``work`` is the Gram dtype, or
+    ``None`` when distances must be direct differences (the blocks then come
+    centred in their own dtype, unused). float32 Gram distances are twice as
+    fast as float64 ones but carry an error of a few ``eps |Sc|^2`` that
+    ``1 / sigma^2`` amplifies; :mod:`.._conditioning` says when that is too much.
     """
-    if Sc.size == 0:
-        return Sc.dtype
-    max_sqnorm = float(np.max(np.einsum("...k,...k->...", Sc, Sc, dtype=np.float64)))
-    return _conditioning.distance_precision(Sc.dtype, max_sqnorm, sigma)
+    dtype = blocks[0].dtype
+    centred = [_centered(B, mean, dtype) for B in blocks]
+    max_sqnorm = max((float(sqn.max()) for _, sqn in centred if sqn.size), default=0.0)
+    work = _conditioning.distance_precision(dtype, max_sqnorm, sigma)
+    if work is not None and work != dtype:
+        centred = [_centered(B, mean, work) for B in blocks]
+    return work, centred
 
 
 # Numba's workqueue threading layer aborts the interpreter when two Python
@@ -247,9 +252,7 @@ def _population(S: np.ndarray, sigma: float,
     """:func:`soft_counts_and_grad` for one population ``S`` (N, D), into ``C0`` and ``V``."""
     scale = 0.5 / (sigma * sigma)
     mean = _column_mean_of(S)
-    Sc, sqn = _centered(S, mean, S.dtype)
-    work = _conditioning.distance_precision(S.dtype, float(sqn.max()) if sqn.size else 0.0,
-                                            sigma)
+    work, [(Sc, sqn)] = _centred_for_distances([S], mean, sigma)
     if work is None:
         counts, pair_sums = ((direct_counts, direct_pair_sums) if parallel else
                              (direct_counts_serial, direct_pair_sums_serial))
@@ -259,8 +262,6 @@ def _population(S: np.ndarray, sigma: float,
             coef = np.asarray(coefficients(C0), np.float64)
             pair_sums(S, coef, S, ST, coef, scale, True, V)
         return
-    if work != S.dtype:
-        Sc, sqn = _centered(S, mean, work)
     passes = FusedPasses(Sc, sqn, parallel)
     C0[:] = passes.counts(scale, keep=V is not None)
     if V is None:
@@ -326,11 +327,9 @@ def _block_inputs(Sa: np.ndarray, Sb: np.ndarray, sigma: float):
     # Every quantity is translation invariant; a caller that passes all rows
     # as Sb (the MPI layout) centres exactly as soft_counts_and_grad does.
     mean = _column_mean_of(Sb)
-    work = _distance_precision(np.concatenate([Sa, Sb]) - mean.astype(dtype), sigma)
-    if work is None:  # direct differences: no centring needed
+    work, [(Sac, sqa), (Sbc, sqb)] = _centred_for_distances([Sa, Sb], mean, sigma)
+    if work is None:  # direct differences work on the blocks as given
         return Sa, None, Sb, None
-    Sac, sqa = _centered(Sa, mean, work)
-    Sbc, sqb = _centered(Sb, mean, work)
     return Sac, sqa, Sbc, sqb
 
 
