@@ -1,22 +1,19 @@
-"""The public entropy functions: validate -> resolve a backend -> call it -> scale.
+"""The public entropy functions: the Python boundary of the library.
 
-Every soft-entropy call takes the same path (:func:`_soft`): the keywords and X
-are checked once (:mod:`kdentropy._validation`), a backend is chosen
-(:mod:`kdentropy.backends`), it computes soft patterns, soft counts and, when a
-gradient is wanted, the weighted pair sums, and :mod:`kdentropy._estimator`
-turns those into H and dH/dX. No numerics live here.
+Each soft-entropy function validates its keywords once into a
+:class:`~kdentropy._params.SoftParams` and hands it to
+:func:`kdentropy._soft.compute` (resolve a backend -> call it -> finish). No
+numerics live here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _estimator, _validation, backends, hard
-from ._docs import KEYWORDS
+from . import _validation, hard
+from ._params import DEFAULT, SoftParams, fill_doc
+from ._soft import as_3d, batch_result, compute
 
 __all__ = [
     "soft_entropy",
@@ -25,63 +22,6 @@ __all__ = [
     "hard_entropy",
     "pattern_counts",
 ]
-
-
-def one_batch_result(H: np.ndarray, batch_shape: tuple[int, ...]) -> Any:
-    """A float64 scalar for a single population, an array of the batch shape otherwise."""
-    return np.float64(H[0]) if batch_shape == () else H.reshape(batch_shape)
-
-
-def as_3d(A: np.ndarray) -> np.ndarray:
-    """A C-contiguous ``(G, N, D)`` view (or copy) of a ``(..., N, D)`` array."""
-    N, D = A.shape[-2:]
-    G = int(np.prod(A.shape[:-2], dtype=np.int64))  # explicit: -1 is ambiguous when D = 0
-    return np.ascontiguousarray(A.reshape((G, N, D)))
-
-
-@dataclass(frozen=True)
-class SoftParams:
-    """Validated keywords of one soft-entropy call."""
-
-    temperature: float
-    sigma: float
-    threshold: float
-    unit: tuple[float, bool]
-
-    @classmethod
-    def check(cls, temperature: Any, sigma: Any, threshold: Any, base: Any,
-              normalize: Any) -> SoftParams:
-        """The keywords of a soft-entropy call, checked once (``TypeError``/``ValueError``)."""
-        return cls(_validation.sharpness(temperature, "temperature"),
-                   _validation.kernel_width(sigma, "sigma"),
-                   _validation.real_scalar(threshold, "threshold"),
-                   _validation.log_unit(base, normalize))
-
-
-def _soft(X, params: SoftParams, backend, want_grad):
-    """validate -> resolve -> call -> scale, for every soft-entropy function."""
-    on_device = _validation.is_device_array(X)
-    be = backends.load(backends.resolve(backend, on_device))
-    if on_device and be.DEVICE_ARRAYS:
-        shape = _validation.pattern_shape(X.shape)  # the backend checks dtype and values
-    else:
-        A = _validation.host_patterns(X)
-        shape = A.shape
-        if A.size == 0 or shape[-2] == 1:
-            # One pattern, or patterns without cells (all equal): H = 0 exactly.
-            H = one_batch_result(np.zeros(int(np.prod(shape[:-2]))), shape[:-2])
-            return H, (np.zeros(shape, dtype=A.dtype) if want_grad else None)
-        X = as_3d(A)
-    S = be.soft_patterns(X, params.temperature, params.threshold)
-    C0, V = be.soft_counts_and_grad(S, params.sigma,
-                                    _estimator.row_coefficients if want_grad else None)
-    N, D = shape[-2:]
-    factor = _validation.unit_scale(params.unit, D)
-    H = one_batch_result(_estimator.entropy_from_counts(C0) * factor, shape[:-2])
-    if not want_grad:
-        return H, None
-    scale = factor * _estimator.gradient_factor(N, params.sigma)
-    return H, be.input_grad(S, V, params.temperature, scale, shape)
 
 
 _PARAMETERS_DOC = """
@@ -99,7 +39,7 @@ _PARAMETERS_DOC = """
         "cpu", "cuda", ...) or "auto".
         Overrides :func:`use_backend`, :func:`set_backend` and the
         ``KDENTROPY_BACKEND`` environment variable for this call.
-""".replace("{keywords}", KEYWORDS)
+"""
 
 _RAISES_DOC = """
     Raises
@@ -113,15 +53,13 @@ _RAISES_DOC = """
 """
 
 
-def _shared_doc(func):
-    """Fill the ``{parameters}`` and ``{raises}`` sections shared by the soft-entropy functions."""
-    func.__doc__ = func.__doc__.format(parameters=_PARAMETERS_DOC, raises=_RAISES_DOC)
-    return func
+_shared_doc = fill_doc(parameters=_PARAMETERS_DOC, raises=_RAISES_DOC)
 
 
 @_shared_doc
-def soft_entropy(X: ArrayLike, temperature: float = 10.0, sigma: float = 0.5, *,
-                 threshold: float = 0.5, base: float | None = None, normalize: bool = False,
+def soft_entropy(X: ArrayLike, temperature: float = DEFAULT.temperature,
+                 sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                 base: float | None = DEFAULT.base, normalize: bool = DEFAULT.normalize,
                  backend: str | None = None):
     """Differentiable reproducibility entropy of a batch of patterns.
 
@@ -150,15 +88,16 @@ def soft_entropy(X: ArrayLike, temperature: float = 10.0, sigma: float = 0.5, *,
     >>> round(float(kde.soft_entropy(X, temperature=50, sigma=0.1)), 6)  # = log 4
     1.386294
     """
-    H, _ = _soft(X, SoftParams.check(temperature, sigma, threshold, base, normalize), backend,
-                 want_grad=False)
+    H, _ = compute(X, SoftParams(temperature, sigma, threshold, base, normalize), backend,
+                   want_grad=False)
     return H
 
 
 
 @_shared_doc
-def soft_entropy_grad(X: ArrayLike, temperature: float = 10.0, sigma: float = 0.5, *,
-                      threshold: float = 0.5, base: float | None = None, normalize: bool = False,
+def soft_entropy_grad(X: ArrayLike, temperature: float = DEFAULT.temperature,
+                      sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                      base: float | None = DEFAULT.base, normalize: bool = DEFAULT.normalize,
                       backend: str | None = None):
     """Analytic gradient of :func:`soft_entropy` with respect to X.
 
@@ -173,16 +112,17 @@ def soft_entropy_grad(X: ArrayLike, temperature: float = 10.0, sigma: float = 0.
         device array for device input on the ``cuda`` backend.
 {raises}
     """
-    _, grad = _soft(X, SoftParams.check(temperature, sigma, threshold, base, normalize), backend,
-                    want_grad=True)
+    _, grad = compute(X, SoftParams(temperature, sigma, threshold, base, normalize), backend,
+                      want_grad=True)
     return grad
 
 
 
 @_shared_doc
-def soft_entropy_and_grad(X: ArrayLike, temperature: float = 10.0, sigma: float = 0.5, *,
-                          threshold: float = 0.5, base: float | None = None,
-                          normalize: bool = False, backend: str | None = None):
+def soft_entropy_and_grad(X: ArrayLike, temperature: float = DEFAULT.temperature,
+                          sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                          base: float | None = DEFAULT.base, normalize: bool = DEFAULT.normalize,
+                          backend: str | None = None):
     """Soft entropy and its analytic gradient in one pass pair.
 
     Cheaper than calling :func:`soft_entropy` and :func:`soft_entropy_grad`
@@ -206,8 +146,8 @@ def soft_entropy_and_grad(X: ArrayLike, temperature: float = 10.0, sigma: float 
     >>> bool(res.fun < kde.soft_entropy(X0, backend="numpy"))
     True
     """
-    return _soft(X, SoftParams.check(temperature, sigma, threshold, base, normalize), backend,
-                 want_grad=True)
+    return compute(X, SoftParams(temperature, sigma, threshold, base, normalize), backend,
+                   want_grad=True)
 
 
 
@@ -262,7 +202,7 @@ def hard_entropy(X: ArrayLike, threshold: float = 0.5, *, base: float | None = N
     A = _validation.host_patterns(X, cast=False)
     factor = _validation.unit_scale(unit, A.shape[-1])
     H = hard.hard_entropy_3d(as_3d(A), threshold) * factor
-    return one_batch_result(H, A.shape[:-2])
+    return batch_result(H, A.shape[:-2])
 
 
 def pattern_counts(X: ArrayLike, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

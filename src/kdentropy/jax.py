@@ -36,22 +36,20 @@ except ImportError as exc:  # the optional extra is not installed
         "kdentropy.jax needs JAX; install it with: pip install 'kdentropy[jax]'"
     ) from exc
 
-from ._docs import shared_keywords
 from . import _validation, backends
-from .entropy import SoftParams, soft_entropy as _np_soft_entropy, soft_entropy_and_grad
+from ._params import DEFAULT, SoftParams, fill_doc
+from ._soft import compute
 
 __all__ = ["soft_entropy"]
 
 
-def _host(kw: tuple[tuple[str, Any], ...], want_grad: bool) -> Callable[[Any], Any]:
+def _host(params: SoftParams, backend: str, want_grad: bool) -> Callable[[Any], Any]:
     """The host callback: H (and dH/dx) of a ``(..., N, D)`` batch, in x's dtype.
 
     Exceptions inside ``pure_callback`` are undefined behaviour in JAX, so
     everything that can be checked is checked at trace time; a population
     with NaN or infinity gets NaN for H and its gradient instead of an error.
     """
-    kwargs = dict(kw)
-
     def callback(x: Any) -> Any:
         """``H`` or ``(H, dH/dx)`` of the host array ``x``, in its dtype."""
         x = np.asarray(x)
@@ -61,10 +59,7 @@ def _host(kw: tuple[tuple[str, Any], ...], want_grad: bool) -> Callable[[Any], A
         bad = ~np.isfinite(x).all(axis=(-2, -1))
         if bad.any():
             x = np.where(bad[..., None, None], 0, x).astype(x.dtype)
-        if want_grad:
-            H, G = soft_entropy_and_grad(x, **kwargs)
-        else:
-            H, G = _np_soft_entropy(x, **kwargs), None
+        H, G = compute(x, params, backend, want_grad)
         H = np.where(bad, np.nan, H).astype(dtype)
         if not want_grad:
             return H
@@ -74,9 +69,10 @@ def _host(kw: tuple[tuple[str, Any], ...], want_grad: bool) -> Callable[[Any], A
 
 
 @functools.lru_cache(maxsize=64)
-def _function(kw: tuple[tuple[str, Any], ...]) -> Callable[[jax.Array], jax.Array]:
+def _function(params: SoftParams, backend: str) -> Callable[[jax.Array], jax.Array]:
     """The ``custom_vjp`` function for one set of validated keywords (built once each)."""
-    value_cb, pair_cb = _host(kw, want_grad=False), _host(kw, want_grad=True)
+    value_cb = _host(params, backend, want_grad=False)
+    pair_cb = _host(params, backend, want_grad=True)
 
     def value_shape(x: jax.Array) -> jax.ShapeDtypeStruct:
         """Shape and dtype of H for input ``x``: one value per population."""
@@ -104,10 +100,11 @@ def _function(kw: tuple[tuple[str, Any], ...]) -> Callable[[jax.Array], jax.Arra
     return f
 
 
-@shared_keywords
-def soft_entropy(x: Any, temperature: float = 10.0, sigma: float = 0.5, *,
-                 threshold: float = 0.5, base: float | None = None,
-                 normalize: bool = False) -> jax.Array:
+@fill_doc()
+def soft_entropy(x: Any, temperature: float = DEFAULT.temperature,
+                 sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                 base: float | None = DEFAULT.base,
+                 normalize: bool = DEFAULT.normalize) -> jax.Array:
     """Soft reproducibility entropy of a batch of patterns, differentiable in JAX.
 
     The same quantity as :func:`kdentropy.soft_entropy`: with
@@ -163,15 +160,13 @@ def soft_entropy(x: Any, temperature: float = 10.0, sigma: float = 0.5, *,
     >>> g.shape
     (64, 16)
     """
-    p = SoftParams.check(temperature, sigma, threshold, base, normalize)
-    kw = (("temperature", p.temperature), ("sigma", p.sigma), ("threshold", p.threshold),
-          ("base", None if base is None else float(base)), ("normalize", p.unit[1]),
-          # The host callback may run on another thread, where use_backend's context is
-          # not visible: fix the backend at trace time.
-          ("backend", backends.resolve(None, on_device=False)))
+    params = SoftParams(temperature, sigma, threshold, base, normalize)
+    # The host callback may run on another thread, where use_backend's context is
+    # not visible: fix the backend at trace time.
+    backend = backends.resolve(None, on_device=False)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):  # (bfloat16 counts as floating here)
         _validation.compute_dtype(x.dtype, "x")  # complex or non-numeric: TypeError
         x = x.astype(jnp.result_type(float))  # float32, or float64 under x64
     _validation.pattern_shape(x.shape, "x")
-    return _function(kw)(x)
+    return _function(params, backend)(x)

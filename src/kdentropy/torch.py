@@ -30,9 +30,9 @@ except ImportError as exc:  # the optional extra is not installed
         "kdentropy.torch needs PyTorch; install it with: pip install 'kdentropy[torch]'"
     ) from exc
 
-from ._docs import shared_keywords
 from . import _validation
-from .entropy import SoftParams, soft_entropy as _np_soft_entropy, soft_entropy_and_grad
+from ._params import DEFAULT, SoftParams, fill_doc
+from ._soft import compute
 
 __all__ = ["soft_entropy", "SoftEntropyLoss"]
 
@@ -79,18 +79,17 @@ def _as_tensor(a: Any, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype)  # no-op for float32/float64
 
 
-def _call_kernels(x: torch.Tensor, kw: dict[str, Any], want_grad: bool) -> tuple[Any, Any]:
+def _call_kernels(x: torch.Tensor, params: SoftParams, want_grad: bool) -> tuple[Any, Any]:
     """One kdentropy call on a computable tensor, ordered with PyTorch's CUDA work."""
     if x.device.type != "cuda":
-        X = _as_kernel_input(x)
-        return soft_entropy_and_grad(X, **kw) if want_grad else (_np_soft_entropy(X, **kw), None)
+        return compute(_as_kernel_input(x), params, None, want_grad)
     with torch.cuda.device(x.device):
         X = _as_kernel_input(x)
         # The kernels run on Numba's stream, not PyTorch's: wait until PyTorch's
         # current stream has written x, and, after the call, until the kernels
         # have written the gradient, before PyTorch's stream may read it.
         torch.cuda.current_stream(x.device).synchronize()
-        H, G = soft_entropy_and_grad(X, **kw) if want_grad else (_np_soft_entropy(X, **kw), None)
+        H, G = compute(X, params, None, want_grad)
         torch.cuda.synchronize(x.device)
     return H, G
 
@@ -99,9 +98,9 @@ class _SoftEntropy(torch.autograd.Function):
     """Value and kernel gradient in the forward pass; backward scales the saved gradient."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, kw: dict[str, Any], want_grad: bool
+    def forward(ctx: Any, x: torch.Tensor, params: SoftParams, want_grad: bool
                 ) -> torch.Tensor:  # noqa: D102 (documented on soft_entropy)
-        H, G = _call_kernels(_compute_input(x), kw, want_grad)
+        H, G = _call_kernels(_compute_input(x), params, want_grad)
         out_dtype = x.dtype if x.is_floating_point() else torch.float64
         if want_grad:
             ctx.save_for_backward(_as_tensor(G, x, x.dtype))
@@ -122,16 +121,8 @@ class _SoftEntropy(torch.autograd.Function):
         return G * scale, None, None
 
 
-def _keywords(temperature: Any, sigma: Any, threshold: Any, base: Any, normalize: Any
-              ) -> dict[str, Any]:
-    """The keywords checked as the NumPy API checks them, as plain Python values."""
-    p = SoftParams.check(temperature, sigma, threshold, base, normalize)
-    return {"temperature": p.temperature, "sigma": p.sigma, "threshold": p.threshold,
-            "base": None if base is None else float(base), "normalize": p.unit[1]}
-
-
-def _apply(x: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:
-    """Check ``x`` and run :class:`_SoftEntropy` with validated keywords ``kw``."""
+def _apply(x: torch.Tensor, params: SoftParams) -> torch.Tensor:
+    """Check ``x`` and run :class:`_SoftEntropy` with validated keywords."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__} "
                         "(use kdentropy.soft_entropy for NumPy arrays)")
@@ -139,13 +130,14 @@ def _apply(x: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:
     # Inside forward autograd is off and needs_input_grad ignores torch.no_grad(), so
     # decide here whether the gradient is wanted; without it one value-only pass runs.
     want_grad = torch.is_grad_enabled() and x.requires_grad
-    return _SoftEntropy.apply(x, kw, want_grad)
+    return _SoftEntropy.apply(x, params, want_grad)
 
 
-@shared_keywords
-def soft_entropy(x: torch.Tensor, temperature: float = 10.0, sigma: float = 0.5, *,
-                 threshold: float = 0.5, base: float | None = None,
-                 normalize: bool = False) -> torch.Tensor:
+@fill_doc()
+def soft_entropy(x: torch.Tensor, temperature: float = DEFAULT.temperature,
+                 sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                 base: float | None = DEFAULT.base,
+                 normalize: bool = DEFAULT.normalize) -> torch.Tensor:
     """Soft reproducibility entropy of a batch of patterns, differentiable in PyTorch.
 
     The same quantity as :func:`kdentropy.soft_entropy`: with
@@ -203,7 +195,7 @@ def soft_entropy(x: torch.Tensor, temperature: float = 10.0, sigma: float = 0.5,
     >>> x.grad.shape
     torch.Size([64, 16])
     """
-    return _apply(x, _keywords(temperature, sigma, threshold, base, normalize))
+    return _apply(x, SoftParams(temperature, sigma, threshold, base, normalize))
 
 
 class SoftEntropyLoss(torch.nn.Module):
@@ -227,11 +219,11 @@ class SoftEntropyLoss(torch.nn.Module):
     >>> loss(x).backward()
     """
 
-    def __init__(self, temperature: float = 10.0, sigma: float = 0.5, *,
-                 threshold: float = 0.5, base: float | None = None, normalize: bool = False,
-                 reduction: str = "mean") -> None:
+    def __init__(self, temperature: float = DEFAULT.temperature, sigma: float = DEFAULT.sigma,
+                 *, threshold: float = DEFAULT.threshold, base: float | None = DEFAULT.base,
+                 normalize: bool = DEFAULT.normalize, reduction: str = "mean") -> None:
         super().__init__()
-        self.keywords = _keywords(temperature, sigma, threshold, base, normalize)
+        self.params = SoftParams(temperature, sigma, threshold, base, normalize)
         self.reduction = _validation.choice(reduction, "reduction", ("mean", "sum", "none"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,7 +239,7 @@ class SoftEntropyLoss(torch.nn.Module):
         torch.Tensor
             A scalar for ``"mean"``/``"sum"``, shape ``x.shape[:-2]`` for ``"none"``.
         """
-        H = _apply(x, self.keywords)
+        H = _apply(x, self.params)
         if self.reduction == "mean":
             return H.mean()
         if self.reduction == "sum":
@@ -256,5 +248,6 @@ class SoftEntropyLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         """The keywords, for ``repr(module)``."""
-        kw = ", ".join(f"{k}={v}" for k, v in self.keywords.items())
-        return f"{kw}, reduction={self.reduction!r}"
+        p = self.params
+        return (f"temperature={p.temperature}, sigma={p.sigma}, threshold={p.threshold}, "
+                f"base={p.base}, normalize={p.normalize}, reduction={self.reduction!r}")

@@ -50,7 +50,8 @@ from numpy.typing import ArrayLike
 
 from .. import _validation
 from .. import backends as _backends
-from ..entropy import soft_entropy_and_grad
+from .._params import DEFAULT, SoftParams
+from .._soft import compute
 
 __all__ = ["ReproducibilityLoss"]
 
@@ -67,7 +68,8 @@ class ReproducibilityLoss:
     Parameters
     ----------
     temperature, sigma, threshold : float, optional
-        Passed to :func:`kdentropy.soft_entropy_and_grad` (defaults 10, 0.5, 0.5).
+        The soft entropy's keywords, as for :func:`kdentropy.soft_entropy_and_grad`
+        (same defaults); validated once, here.
     anti_collapse : float, optional
         Weight of the penalty, in ``[0, 1e6]`` (0 disables it). Default 100: a fully
         collapsed batch (penalty 1/4) then costs 25 nats, far more than the
@@ -78,13 +80,16 @@ class ReproducibilityLoss:
         Entropy backend (see :func:`kdentropy.soft_entropy`).
     """
 
-    def __init__(self, temperature: float = 10.0, sigma: float = 0.5, *,
-                 threshold: float = 0.5, anti_collapse: float = 100.0,
+    def __init__(self, temperature: float = DEFAULT.temperature, sigma: float = DEFAULT.sigma,
+                 *, threshold: float = DEFAULT.threshold, anti_collapse: float = 100.0,
                  band: tuple[float, float] = (0.5, 0.5), backend: str | None = None) -> None:
-        # The entropy functions' own rules, so a bad value fails here, not at the first step.
-        self.temperature = _validation.sharpness(temperature, "temperature")
-        self.sigma = _validation.kernel_width(sigma, "sigma")
-        self.threshold = _validation.real_scalar(threshold, "threshold")
+        self.params = SoftParams(temperature, sigma, threshold)  # a bad value fails here
+        self._check_options(anti_collapse, band, backend)
+
+    def _check_options(self, anti_collapse: float = 100.0,
+                       band: tuple[float, float] = (0.5, 0.5), backend: str | None = None
+                       ) -> None:
+        """Store the penalty's weight and band and the backend, checked."""
         # Bounded so that the weighted penalty and its gradient stay far from overflow.
         self.anti_collapse = _validation.bounded(anti_collapse, "anti_collapse", 0.0,
                                                  _validation.PENALTY_WEIGHT_MAX)
@@ -99,6 +104,61 @@ class ReproducibilityLoss:
         if backend is not None:
             backend = _backends.check_name(backend)  # the registry's own names and message
         self.backend = backend
+
+    @classmethod
+    def from_params(cls, params: SoftParams, **options: object) -> ReproducibilityLoss:
+        """A loss on already validated soft-entropy keywords (the command line builds them).
+
+        Parameters
+        ----------
+        params : SoftParams
+            Temperature, sigma and threshold; ``base`` and ``normalize`` must be
+            the defaults (the loss is in nats).
+        **options
+            ``anti_collapse``, ``band`` and ``backend``, as for the constructor.
+
+        Returns
+        -------
+        ReproducibilityLoss
+        """
+        if not isinstance(params, SoftParams):
+            raise TypeError(f"params must be a SoftParams; got {type(params).__name__}")
+        if params.base is not None or params.normalize:
+            raise ValueError("params of a training loss must give nats (base None, "
+                             "normalize False)")
+        loss = cls.__new__(cls)
+        loss.params = params
+        loss._check_options(**options)
+        return loss
+
+    @property
+    def temperature(self) -> float:
+        """Sigmoid sharpness T of the soft entropy."""
+        return self.params.temperature
+
+    @property
+    def sigma(self) -> float:
+        """Kernel width σ of the soft entropy."""
+        return self.params.sigma
+
+    @property
+    def threshold(self) -> float:
+        """Sigmoid midpoint θ of the soft entropy."""
+        return self.params.threshold
+
+    def soft_entropy(self, X: ArrayLike) -> float:
+        """The soft entropy of a batch with this loss's keywords and backend (no gradient).
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Patterns.
+
+        Returns
+        -------
+        float
+        """
+        return float(compute(X, self.params, self.backend, want_grad=False)[0])
 
     def get_config(self) -> dict:
         """JSON-serialisable constructor arguments."""
@@ -160,8 +220,7 @@ class ReproducibilityLoss:
         X = _validation.real_array(X, "X")
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (N, D); got shape {X.shape}")
-        H, dX = soft_entropy_and_grad(X, self.temperature, self.sigma,
-                                      threshold=self.threshold, backend=self.backend)
+        H, dX = compute(X, self.params, self.backend, want_grad=True)
         H = float(H)
         dX = np.asarray(dX, dtype=np.float64)
         P = 0.0

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 
 from .. import _validation
 from .. import hard as _hard
-from ..entropy import one_batch_result
+from .._soft import batch_result
 from . import _agree
 
 __all__ = ["hard_entropy"]
@@ -167,7 +167,7 @@ def hard_entropy(X_local: ArrayLike, threshold: float = 0.5, *, base: float | No
             error, A = exc, None
     lay = _agree.layout(comm, error, A, params)
     if lay.G == 0:
-        return one_batch_result(np.zeros(0), lay.batch_shape)
+        return batch_result(np.zeros(0), lay.batch_shape)
     P, guard = lay.size, _agree.Guard(comm)
 
     # Count locally first: reproducible batches repeat rows, so this shrinks
@@ -206,4 +206,4 @@ def hard_entropy(X_local: ArrayLike, threshold: float = 0.5, *, base: float | No
     # MPI library's): bit-identical everywhere and from run to run.
     H = np.sum(guard.settle(local), axis=0)
     factor = _validation.unit_scale(unit, lay.D)
-    return one_batch_result(H * factor, lay.batch_shape)
+    return batch_result(H * factor, lay.batch_shape)

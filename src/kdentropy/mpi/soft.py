@@ -1,9 +1,9 @@
 """Distributed soft entropy: the single-process call flow, with the shards swept over MPI.
 
-The flow is :func:`kdentropy.entropy._soft`'s: validate
-(:class:`~kdentropy.entropy.SoftParams`, :mod:`kdentropy._validation`) ->
-resolve a backend -> compute -> scale, with the numerics of
-:mod:`kdentropy._estimator`. What is distributed is only the backend's part:
+The flow is :func:`kdentropy._soft.compute`'s: validate once
+(:class:`~kdentropy._params.SoftParams`) -> resolve a backend -> compute ->
+finish, with the numerics of :mod:`kdentropy._estimator` and the finishing
+steps of :mod:`kdentropy._soft`. What is distributed is only the backend's part:
 the soft counts ``C0`` and the weighted pair sums ``V`` of the own rows are
 accumulated block by block over every rank's shard, under one of the
 schedules of :mod:`._schedules`. Each stretch of local work runs under a
@@ -29,9 +29,9 @@ import numpy as np
 from mpi4py import MPI
 from numpy.typing import ArrayLike
 
-from .._docs import KEYWORDS
 from .. import _estimator, _validation
-from ..entropy import SoftParams, one_batch_result
+from .._params import DEFAULT, SoftParams, fill_doc
+from .._soft import batch_result, entropy_value, gradient_scale, trivial_result
 from . import _agree
 from ._blocks import add_counts, add_weighted_grad, block_backend, tile_rows
 from ._schedules import SCHEDULES, Allgather, Ring
@@ -50,14 +50,13 @@ def _check(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, bas
     A, params, checked = None, {}, None
     if error is None:
         try:
-            p = SoftParams.check(temperature, sigma, threshold, base, normalize)
+            p = SoftParams(temperature, sigma, threshold, base, normalize)
             sched = _validation.choice(schedule, "schedule", SCHEDULES)
             module = block_backend(backend)
             A = _validation.host_patterns(X_local, "X_local", allow_empty=True)
             params = {"temperature": p.temperature, "sigma": p.sigma,
                       "threshold": p.threshold, "schedule": sched,
-                      "base": None if base is None else _validation.real_scalar(base, "base"),
-                      "normalize": p.unit[1]}
+                      "base": p.base, "normalize": p.normalize}
             checked = (p, sched, module)
         except Exception as exc:  # noqa: BLE001 - any type must reach every rank
             error, A = exc, None
@@ -73,13 +72,11 @@ def _soft(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, base
                                       backend, comm, schedule)
     guard = _agree.Guard(lay.comm)
     N, G, D, n = lay.N, lay.G, lay.D, lay.n
-    factor = _validation.unit_scale(p.unit, D)
 
     if D == 0 or N == 1 or G == 0:
         # All patterns coincide (D = 0) or there is only one: H = 0 everywhere.
         with guard:
-            H = one_batch_result(np.zeros(G), lay.batch_shape)
-            grad = np.zeros(A.shape, dtype=lay.dtype) if want_grad else None
+            H, grad = trivial_result(A.shape, lay.dtype, want_grad)
         guard.settle()
         return H, grad
 
@@ -123,7 +120,7 @@ def _soft(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, base
     with guard:
         C0_all = (gather_C0.buffer.reshape(1, N) if G == 1
                   else np.concatenate(C0_shards, axis=1))
-        H = _estimator.entropy_from_counts(C0_all) * factor
+        H = entropy_value(C0_all, p, D)
         if want_grad:
             g_all = _estimator.row_coefficients(C0_all)
             del C0_all
@@ -145,8 +142,7 @@ def _soft(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, base
     grad = None
     if guard.ok:
         with guard:
-            scale = factor * _estimator.gradient_factor(N, p.sigma)
-            grad = module.input_grad(S, V, p.temperature, scale, A.shape)
+            grad = module.input_grad(S, V, p.temperature, gradient_scale(p, N, D), A.shape)
     return _result(guard, H, lay), grad
 
 
@@ -156,7 +152,7 @@ def _result(guard: _agree.Guard, H: np.ndarray | None, lay: _agree.Layout) -> An
     Every rank computes H from the same gathered counts; taking rank 0's
     makes it bit-identical even across ranks with different SIMD paths.
     """
-    return one_batch_result(guard.settle(H)[0], lay.batch_shape)
+    return batch_result(guard.settle(H)[0], lay.batch_shape)
 
 
 # ----------------------------------------------------------------------------- public
@@ -186,7 +182,7 @@ _PARAMETERS = """
         ``"allgather"`` (default) gathers all soft patterns on every rank:
         fewest messages, O(N·D) memory per rank. ``"ring"`` passes the shards
         round the ranks: O((N/P)·D + N) memory per rank.
-""".replace("{keywords}", KEYWORDS)
+"""
 
 _RAISES = """
     Raises
@@ -216,15 +212,13 @@ _NOTES = """
 """
 
 
-def _mpi_doc(func: Callable) -> Callable:
-    """Fill the ``{parameters}``, ``{raises}`` and ``{notes}`` sections shared by the functions."""
-    func.__doc__ = func.__doc__.format(parameters=_PARAMETERS, raises=_RAISES, notes=_NOTES)
-    return func
+_mpi_doc = fill_doc(parameters=_PARAMETERS, raises=_RAISES, notes=_NOTES)
 
 
 @_mpi_doc
-def soft_entropy(X_local: ArrayLike, temperature: float = 10.0, sigma: float = 0.5, *,
-                 threshold: float = 0.5, base: float | None = None, normalize: bool = False,
+def soft_entropy(X_local: ArrayLike, temperature: float = DEFAULT.temperature,
+                 sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                 base: float | None = DEFAULT.base, normalize: bool = DEFAULT.normalize,
                  backend: str | None = None, comm: MPI.Intracomm | None = None,
                  schedule: str = "allgather"):
     """Soft reproducibility entropy of a batch sharded over MPI ranks.
@@ -261,8 +255,9 @@ def soft_entropy(X_local: ArrayLike, temperature: float = 10.0, sigma: float = 0
 
 
 @_mpi_doc
-def soft_entropy_grad(X_local: ArrayLike, temperature: float = 10.0, sigma: float = 0.5, *,
-                      threshold: float = 0.5, base: float | None = None, normalize: bool = False,
+def soft_entropy_grad(X_local: ArrayLike, temperature: float = DEFAULT.temperature,
+                      sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                      base: float | None = DEFAULT.base, normalize: bool = DEFAULT.normalize,
                       backend: str | None = None, comm: MPI.Intracomm | None = None,
                       schedule: str = "allgather"):
     """Gradient of the global soft entropy with respect to the local rows.
@@ -284,10 +279,11 @@ def soft_entropy_grad(X_local: ArrayLike, temperature: float = 10.0, sigma: floa
 
 
 @_mpi_doc
-def soft_entropy_and_grad(X_local: ArrayLike, temperature: float = 10.0, sigma: float = 0.5, *,
-                          threshold: float = 0.5, base: float | None = None,
-                          normalize: bool = False, backend: str | None = None,
-                          comm: MPI.Intracomm | None = None, schedule: str = "allgather"):
+def soft_entropy_and_grad(X_local: ArrayLike, temperature: float = DEFAULT.temperature,
+                          sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                          base: float | None = DEFAULT.base, normalize: bool = DEFAULT.normalize,
+                          backend: str | None = None, comm: MPI.Intracomm | None = None,
+                          schedule: str = "allgather"):
     """Global soft entropy and its gradient for the local rows.
 
     Distributed form of :func:`kdentropy.soft_entropy_and_grad`; costs the
