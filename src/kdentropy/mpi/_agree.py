@@ -10,7 +10,7 @@ with any small payload the next step needs. If any rank reported an error,
 every rank raises the same exception (the one of the lowest failing rank);
 otherwise each receives the payloads of all ranks.
 
-:func:`layout` is the first settlement of every call: it checks that the
+:func:`partition` is the first settlement of every call: it checks that the
 shards and keywords of all ranks fit together and returns what every rank
 must know about the global batch.
 """
@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["Guard", "Layout", "agree", "communicator", "layout"]
+from .. import _validation
+
+__all__ = ["Guard", "Partition", "agree", "communicator", "partition"]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -159,10 +161,10 @@ def communicator(comm: Any) -> tuple[MPI.Intracomm, Exception | None]:
     return comm, None
 
 
-# ----------------------------------------------------------------------------- layout
+# ----------------------------------------------------------------------------- partition
 
 @dataclass(frozen=True)
-class Layout:
+class Partition:
     """What every rank knows about the global batch once the shards agree."""
 
     comm: MPI.Intracomm
@@ -194,8 +196,8 @@ class Layout:
         return np.concatenate(([0], np.cumsum(self.counts)[:-1])).astype(np.int64)
 
 
-def layout(comm: MPI.Intracomm, error: BaseException | None, A: np.ndarray | None,
-           params: dict[str, Any]) -> Layout:
+def partition(comm: MPI.Intracomm, error: BaseException | None, A: np.ndarray | None,
+              params: dict[str, Any]) -> Partition:
     """First settlement of a call: shards and keywords must fit together on all ranks.
 
     Parameters
@@ -211,7 +213,7 @@ def layout(comm: MPI.Intracomm, error: BaseException | None, A: np.ndarray | Non
 
     Returns
     -------
-    Layout
+    Partition
 
     Raises
     ------
@@ -222,7 +224,7 @@ def layout(comm: MPI.Intracomm, error: BaseException | None, A: np.ndarray | Non
         or no rank holds a row.
     """
     meta = None if A is None else (A.shape[:-2], A.shape[-2], A.shape[-1],
-                                   A.dtype == np.float32, params)
+                                   A.dtype.str, params)
     metas = agree(comm, error, meta)
     shapes = [(m[0], m[2]) for m in metas]
     if any(s != shapes[0] for s in shapes):
@@ -237,7 +239,7 @@ def layout(comm: MPI.Intracomm, error: BaseException | None, A: np.ndarray | Non
     if counts.sum() == 0:
         raise ValueError("X_local holds no pattern on any rank; the global batch needs "
                          "N >= 1 rows")
-    # Like concatenating the shards: float32 only if every shard is float32.
-    dtype = np.dtype(np.float32 if all(m[3] for m in metas) else np.float64)
-    return Layout(comm, comm.Get_rank(), comm.Get_size(), counts, shapes[0][0],
+    # The dtype of the concatenated shards, computed as the single-process API would.
+    dtype = _validation.compute_dtype(np.result_type(*(np.dtype(m[3]) for m in metas)))
+    return Partition(comm, comm.Get_rank(), comm.Get_size(), counts, shapes[0][0],
                   shapes[0][1], dtype)

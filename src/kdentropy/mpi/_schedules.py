@@ -23,7 +23,7 @@ import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
-from ._agree import Layout
+from ._agree import Partition
 
 __all__ = ["SCHEDULES", "Allgather", "Ring"]
 
@@ -35,33 +35,33 @@ class Allgather:
 
     Parameters
     ----------
-    lay : Layout
-        The agreed layout of the global batch.
+    part : Partition
+        The agreed partition of the global batch.
     row_shape : tuple of int
         Shape of one row's data (``(D,)`` for patterns, ``()`` for counts).
     dtype : numpy.dtype
         Dtype of the arrays, the same on every rank.
     """
 
-    def __init__(self, lay: Layout, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.lay = lay
+    def __init__(self, part: Partition, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.part = part
         self.row_shape = row_shape
-        per_row = lay.G * math.prod(row_shape)
-        self.counts = lay.counts * per_row
-        self.displs = lay.offsets * per_row
+        per_row = part.G * math.prod(row_shape)
+        self.counts = part.counts * per_row
+        self.displs = part.offsets * per_row
         self.buffer = np.empty(int(self.counts.sum()), dtype=dtype)
 
     def shards(self) -> list[np.ndarray]:
         """The P shards, as views of the buffer, in rank order."""
-        lay = self.lay
+        part = self.part
         return [self.buffer[self.displs[r]:self.displs[r] + self.counts[r]]
-                .reshape((lay.G, int(lay.counts[r])) + self.row_shape) for r in range(lay.size)]
+                .reshape((part.G, int(part.counts[r])) + self.row_shape) for r in range(part.size)]
 
     def __call__(self, local: np.ndarray) -> list[np.ndarray]:
         """Collective: gather ``local`` of every rank; returns :meth:`shards`."""
         mpitype = from_numpy_dtype(self.buffer.dtype)
         send = np.ascontiguousarray(local, dtype=self.buffer.dtype).ravel()
-        self.lay.comm.Allgatherv([send, mpitype],
+        self.part.comm.Allgatherv([send, mpitype],
                                  [self.buffer, self.counts, self.displs, mpitype])
         return self.shards()
 
@@ -75,17 +75,17 @@ class Ring:
 
     Parameters
     ----------
-    lay : Layout
-        The agreed layout of the global batch.
+    part : Partition
+        The agreed partition of the global batch.
     dtype : numpy.dtype
         Dtype of the shards, the same on every rank.
     """
 
-    def __init__(self, lay: Layout, dtype: np.dtype) -> None:
-        self.lay = lay
-        size = lay.G * int(lay.counts.max()) * lay.D
+    def __init__(self, part: Partition, dtype: np.dtype) -> None:
+        self.part = part
+        size = part.G * int(part.counts.max()) * part.D
         # P = 2 needs one receive buffer, P = 1 none.
-        self.buffers = [np.empty(size, dtype=dtype) for _ in range(min(2, lay.size - 1))]
+        self.buffers = [np.empty(size, dtype=dtype) for _ in range(min(2, part.size - 1))]
 
     def visit(self, own: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Collective: yield ``(source rank, its shard)`` for every rank, the own shard first.
@@ -96,19 +96,19 @@ class Ring:
         caller's work. The caller must consume every step (its work is
         guarded, so it never raises in between).
         """
-        lay = self.lay
-        P, rank, G, D = lay.size, lay.rank, lay.G, lay.D
+        part = self.part
+        P, rank, G, D = part.size, part.rank, part.G, part.D
         left, right = (rank - 1) % P, (rank + 1) % P
         # Point-to-point messages go on a private duplicate so they can never
         # match a receive the caller has posted on the same communicator.
-        comm = lay.comm.Dup()
+        comm = part.comm.Dup()
         try:
             cur, src = np.ascontiguousarray(own), rank
             for k in range(P):
                 requests = []
                 if k < P - 1:
                     nxt_src = (rank - k - 1) % P
-                    n_next = int(lay.counts[nxt_src])
+                    n_next = int(part.counts[nxt_src])
                     nxt = self.buffers[k % 2][:G * n_next * D].reshape((G, n_next, D))
                     requests = [comm.Irecv(nxt, source=left), comm.Isend(cur, dest=right)]
                 yield src, cur

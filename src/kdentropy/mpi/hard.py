@@ -53,9 +53,9 @@ def _tag_bytes(G: int) -> int:
     return max(1, -(-(G - 1).bit_length() // 8))
 
 
-def _records(A: np.ndarray, lay: _agree.Layout, threshold: float) -> np.ndarray:
+def _records(A: np.ndarray, part: _agree.Partition, threshold: float) -> np.ndarray:
     """One packed record per own row, ``(G n, L)`` uint8: population index, then the bits."""
-    G, n, D = lay.G, lay.n, lay.D
+    G, n, D = part.G, part.n, part.D
     tb = _tag_bytes(G)
     # The population index becomes 8 tb leading binary cells, so that
     # kdentropy.hard packs index and pattern in one go.
@@ -165,15 +165,15 @@ def hard_entropy(X_local: ArrayLike, threshold: float = 0.5, *, base: float | No
                       "normalize": unit[1]}
         except Exception as exc:  # noqa: BLE001 - any type must reach every rank
             error, A = exc, None
-    lay = _agree.layout(comm, error, A, params)
-    if lay.G == 0:
-        return batch_result(np.zeros(0), lay.batch_shape)
-    P, guard = lay.size, _agree.Guard(comm)
+    part = _agree.partition(comm, error, A, params)
+    if part.G == 0:
+        return batch_result(np.zeros(0), part.batch_shape)
+    P, guard = part.size, _agree.Guard(comm)
 
     # Count locally first: reproducible batches repeat rows, so this shrinks
     # what has to travel.
     with guard:
-        records = _records(A, lay, theta)
+        records = _records(A, part, theta)
         L = records.shape[1]
         uniq, counts = np.unique(records.view(np.dtype((np.void, L))).ravel(),
                                  return_counts=True)
@@ -198,12 +198,12 @@ def hard_entropy(X_local: ArrayLike, threshold: float = 0.5, *, base: float | No
         merged, inverse = np.unique(got.reshape(-1, L).view(np.dtype((np.void, L))).ravel(),
                                     return_inverse=True)
         totals = np.bincount(inverse.ravel(), weights=got_counts, minlength=len(merged))
-        population = _population(merged.view(np.uint8).reshape(-1, L), lay.G)
+        population = _population(merged.view(np.uint8).reshape(-1, L), part.G)
         # p = count / N with the global N (hard.entropy_of_counts normalises by
         # the sum of the counts it gets, which here is one owner's share).
-        local = np.bincount(population, weights=_hard.entropy_terms(totals, lay.N), minlength=lay.G)
+        local = np.bincount(population, weights=_hard.entropy_terms(totals, part.N), minlength=part.G)
     # Added in rank order on every rank (not an Allreduce, whose order is the
     # MPI library's): bit-identical everywhere and from run to run.
     H = np.sum(guard.settle(local), axis=0)
-    factor = _validation.unit_scale(unit, lay.D)
-    return batch_result(H * factor, lay.batch_shape)
+    factor = _validation.unit_scale(unit, part.D)
+    return batch_result(H * factor, part.batch_shape)

@@ -12,7 +12,7 @@ raises on all of them.
 
 One call, per rank::
 
-    validate, agree on the layout           settle (allgather)
+    validate, agree on the partition          settle (allgather)
     soft patterns S of the own rows         settle
     pass 1: C0 of the own rows              sweep over the shards, settle
     C0 of all rows, H, g = 1 / (1 + C0)     Allgatherv of C0
@@ -41,7 +41,7 @@ __all__ = ["soft_entropy", "soft_entropy_grad", "soft_entropy_and_grad"]
 
 def _check(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, base: Any,
            normalize: Any, backend: Any, comm: Any, schedule: Any):
-    """Validate on every rank, then agree: the layout, keywords, block backend and own shard.
+    """Validate on every rank, then agree: the partition, keywords, block backend and own shard.
 
     Every rank reaches the agreement whatever failed locally (a bad ``comm``
     included), so an invalid input on one rank raises on all of them.
@@ -60,35 +60,35 @@ def _check(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, bas
             checked = (p, sched, module)
         except Exception as exc:  # noqa: BLE001 - any type must reach every rank
             error, A = exc, None
-    lay = _agree.layout(comm, error, A, params)
-    return (lay, A) + checked
+    part = _agree.partition(comm, error, A, params)
+    return (part, A) + checked
 
 
 def _soft(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, base: Any,
           normalize: Any, backend: Any, comm: Any, schedule: Any,
           want_grad: bool) -> tuple[Any, np.ndarray | None]:
     """validate -> agree -> sweep -> scale, for every distributed soft-entropy function."""
-    lay, A, p, sched, module = _check(X_local, temperature, sigma, threshold, base, normalize,
+    part, A, p, sched, module = _check(X_local, temperature, sigma, threshold, base, normalize,
                                       backend, comm, schedule)
-    guard = _agree.Guard(lay.comm)
-    N, G, D, n = lay.N, lay.G, lay.D, lay.n
+    guard = _agree.Guard(part.comm)
+    N, G, D, n = part.N, part.G, part.D, part.n
 
     if D == 0 or N == 1 or G == 0:
         # All patterns coincide (D = 0) or there is only one: H = 0 everywhere.
         with guard:
-            H, grad = trivial_result(A.shape, lay.dtype, want_grad)
+            H, grad = trivial_result(A.shape, part.dtype, want_grad)
         guard.settle()
         return H, grad
 
     with guard:
-        X3 = A.reshape((G, n, D)).astype(lay.dtype, copy=False)
+        X3 = A.reshape((G, n, D)).astype(part.dtype, copy=False)
         S = (np.ascontiguousarray(module.soft_patterns(X3, p.temperature, p.threshold)) if n
-             else np.empty((G, 0, D), dtype=lay.dtype))
+             else np.empty((G, 0, D), dtype=part.dtype))
         del X3  # a converted copy (float32 shard promoted to float64) is not needed again
         # Every buffer of the call, before the first transfer that needs it.
-        gather_S = Allgather(lay, (D,), lay.dtype) if sched == "allgather" else None
-        ring = Ring(lay, lay.dtype) if sched == "ring" else None
-        gather_C0 = Allgather(lay, (), np.dtype(np.float64))
+        gather_S = Allgather(part, (D,), part.dtype) if sched == "allgather" else None
+        ring = Ring(part, part.dtype) if sched == "ring" else None
+        gather_C0 = Allgather(part, (), np.dtype(np.float64))
         C0 = np.zeros((G, n))
     guard.settle()
 
@@ -97,7 +97,7 @@ def _soft(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, base
         # Gathered once, used by both passes; the own rows are read from the
         # gathered copy so they are not held twice.
         held = gather_S(S)
-        S = held[lay.rank]
+        S = held[part.rank]
         shards = lambda: enumerate(held)  # noqa: E731
     else:
         shards = lambda: ring.visit(S)  # noqa: E731
@@ -111,7 +111,7 @@ def _soft(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, base
         if guard.ok and n and Sr.shape[1]:
             with guard:
                 for k in range(G):  # population by population
-                    add_counts(module, S[k], Sr[k], p.sigma, r == lay.rank, tile, C0[k])
+                    add_counts(module, S[k], Sr[k], p.sigma, r == part.rank, tile, C0[k])
     guard.settle()
 
     # H and g need the counts of all N rows: one Allgatherv of G N floats.
@@ -124,35 +124,35 @@ def _soft(X_local: ArrayLike, temperature: Any, sigma: Any, threshold: Any, base
         if want_grad:
             g_all = _estimator.row_coefficients(C0_all)
             del C0_all
-            first = lay.offsets
-            g_of = [g_all[:, first[r]:first[r] + lay.counts[r]] for r in range(lay.size)]
+            first = part.offsets
+            g_of = [g_all[:, first[r]:first[r] + part.counts[r]] for r in range(part.size)]
             V = np.zeros((G, n, D))
     if not want_grad:
-        return _result(guard, H, lay), None
+        return _result(guard, H, part), None
 
     # Pass 2: V of the own rows. No settlement before it: every rank enters
     # the sweep whatever happened above, and the guard skips failed work.
     for r, Sr in shards():
         if guard.ok and n and Sr.shape[1]:
             with guard:
-                g_own, g_r = g_of[lay.rank], g_of[r]
+                g_own, g_r = g_of[part.rank], g_of[r]
                 for k in range(G):
                     add_weighted_grad(module, S[k], g_own[k], Sr[k], g_r[k], p.sigma,
-                                      r == lay.rank, tile, V[k])
+                                      r == part.rank, tile, V[k])
     grad = None
     if guard.ok:
         with guard:
             grad = module.input_grad(S, V, p.temperature, gradient_scale(p, N, D), A.shape)
-    return _result(guard, H, lay), grad
+    return _result(guard, H, part), grad
 
 
-def _result(guard: _agree.Guard, H: np.ndarray | None, lay: _agree.Layout) -> Any:
+def _result(guard: _agree.Guard, H: np.ndarray | None, part: _agree.Partition) -> Any:
     """Last settlement of a call: every rank returns rank 0's H, or all raise.
 
     Every rank computes H from the same gathered counts; taking rank 0's
     makes it bit-identical even across ranks with different SIMD paths.
     """
-    return batch_result(guard.settle(H)[0], lay.batch_shape)
+    return batch_result(guard.settle(H)[0], part.batch_shape)
 
 
 # ----------------------------------------------------------------------------- public
