@@ -24,6 +24,7 @@ import numpy as np
 
 import kdentropy as kde
 from kdentropy.cells import CellSystem, ReproducibilityLoss, Trainer
+from kdentropy.cli.supervision import supervised
 from kdentropy.optim import Adam, Cosine
 
 GRID = "--grid" in sys.argv[1:]
@@ -54,7 +55,10 @@ optimizer = Adam(lr=Cosine(0.03, total_steps=ITERATIONS, min_lr=1e-3), clip_norm
 # evaluation batch (whose initial states and noise are never trained on).
 trainer = Trainer(system, optimizer=optimizer, loss=loss, seed=0, batch=64, eval_batch=256)
 before = trainer.record_evaluation()       # history row 0: the untrained system
-trainer.run(ITERATIONS, progress=True)     # a tqdm bar when tqdm is installed
+# The command line's progress display (a tqdm bar when tqdm is installed) and
+# Ctrl-C handling, driven by the callback training calls after every iteration.
+with supervised(ITERATIONS, None, progress=True) as after_iteration:
+    trainer.run(ITERATIONS, callback=after_iteration)
 after = trainer.record_evaluation()
 
 print(system.describe())

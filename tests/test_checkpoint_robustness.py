@@ -37,7 +37,7 @@ def _trainer(**kw) -> Trainer:
 def arrays(tmp_path) -> dict[str, np.ndarray]:
     """The arrays of a valid checkpoint after two iterations."""
     trainer = _trainer()
-    trainer.run(2, progress=False)
+    trainer.run(2)
     trainer.save(tmp_path / "good.npz")
     with np.load(tmp_path / "good.npz") as data:
         return dict(data)
@@ -182,11 +182,11 @@ def test_header_that_overstates_the_member(tmp_path, arrays):
 def test_intact_checkpoint_still_resumes_exactly(tmp_path):
     # The checks must not reject what write() produces, nor change what it restores.
     full = _trainer()
-    full.run(6, progress=False)
+    full.run(6)
     part = _trainer()
-    part.run(3, progress=False, checkpoint=tmp_path / "c.npz")
+    part.run(3, checkpoint=tmp_path / "c.npz")
     resumed = Trainer.load(tmp_path / "c.npz")
-    resumed.run(3, progress=False)
+    resumed.run(3)
     np.testing.assert_array_equal(resumed.params, full.params)
     assert resumed.history.as_arrays().keys() == full.history.as_arrays().keys()
 
@@ -201,7 +201,7 @@ def _no_tmp_files(directory) -> bool:
 def test_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch, exc):
     path = tmp_path / "checkpoint.npz"
     trainer = _trainer()
-    trainer.run(1, progress=False, checkpoint=path)
+    trainer.run(1, checkpoint=path)
     real_savez = np.savez
 
     def savez_then_fail(file, **arrays):
@@ -209,7 +209,7 @@ def test_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch, exc):
         raise exc("interrupted while writing")
 
     monkeypatch.setattr(ckpt_module.np, "savez", savez_then_fail)
-    trainer.run(1, progress=False)
+    trainer.run(1)
     with pytest.raises(exc):
         trainer.save(path)
     monkeypatch.undo()
@@ -351,7 +351,7 @@ class _OverflowingSGD(SGD):
 ])
 def test_training_stops_when_it_diverges(loss, optimizer, what):
     trainer = _trainer(**({"loss": loss} if loss else {}), optimizer=optimizer)
-    trainer.run(0, progress=False)
+    trainer.run(0)
     params, rows = trainer.params.copy(), len(trainer.history)
     with pytest.raises(FloatingPointError, match=f"diverged at iteration 1.*{what}"):
         trainer.step()                               # was: inf/NaN recorded, warnings

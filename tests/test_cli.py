@@ -253,7 +253,7 @@ def test_no_command_and_help(capsys):
     assert "--iterations" in capsys.readouterr().out
 
 
-# ----------------------------------------------------------------------------- v2: grids, workflow
+# ------------------------------------------------------------------------ grids, the run workflow
 
 GRID = ["--grid", "3x4", "--channels", "2", "--rate", "0.5", "--no-position", "--steps", "3",
         "--hidden", "6", "--batch", "8", "--eval-batch", "16", "--eval-every", "2",
@@ -320,7 +320,8 @@ def test_ctrl_c_saves_and_resume_is_bit_identical(tmp_path, capsys, monkeypatch)
     assert "resuming at iteration 3 of 6" in captured.err
     for name in ("history.csv",):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
-    with np.load(tmp_path / "a" / "params.npz") as pa, np.load(tmp_path / "b" / "params.npz") as pb:
+    with np.load(tmp_path / "a" / "params.npz") as pa, \
+            np.load(tmp_path / "b" / "params.npz") as pb:
         np.testing.assert_array_equal(pa["theta"], pb["theta"])
 
 
@@ -372,3 +373,144 @@ def test_python_m_kdentropy():
     done = subprocess.run([sys.executable, "-m", "kdentropy", "--version"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("kdentropy ")
+
+
+# ----------------------------------------------------------------------------- supervision
+
+def _grid_trainer():
+    from kdentropy.cells import CellSystem, ReproducibilityLoss, Trainer
+    from kdentropy.optim import Adam, Cosine
+    system = CellSystem((3, 4), 3, topology="grid", hidden=(6,), hidden_channels=2, rate=0.5,
+                        position="none")
+    return Trainer(system, optimizer=Adam(Cosine(0.05, 8), clip_norm=1.0),
+                   loss=ReproducibilityLoss(backend="numpy"), seed=5, batch=8, eval_batch=16,
+                   eval_every=3)
+
+
+def _sigint_at(iteration, then):
+    """A callback that sends SIGINT at ``iteration`` (as if Ctrl-C were pressed), then ``then``."""
+    import os
+    import signal
+
+    def callback(trainer):
+        if trainer.iteration == iteration:
+            os.kill(os.getpid(), signal.SIGINT)
+        then(trainer)
+    return callback
+
+
+def test_sigint_saves_a_checkpoint_and_resuming_is_bit_identical(tmp_path):
+    import signal
+
+    from kdentropy.cells import Trainer
+    from kdentropy.cli.supervision import TrainingInterrupted, supervised
+    ckpt = tmp_path / "checkpoint.npz"
+    trainer = _grid_trainer()
+    with pytest.raises(TrainingInterrupted) as info:
+        with supervised(8, ckpt, progress=False) as after_iteration:
+            trainer.run(8, checkpoint=ckpt, callback=_sigint_at(3, after_iteration))
+    # The iteration in progress was finished and saved, and nothing after it ran.
+    assert info.value.iteration == 3 and trainer.iteration == 3
+    assert info.value.checkpoint == str(ckpt)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    resumed = Trainer.load(ckpt)
+    assert resumed.iteration == 3
+    resumed.run(5)
+    straight = _grid_trainer()
+    straight.run(8)
+    np.testing.assert_array_equal(resumed.params, straight.params)
+    for c, a in straight.history.as_arrays().items():
+        np.testing.assert_array_equal(resumed.history[c], a)
+    for k, v in straight.optimizer.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(resumed.optimizer.state_dict()[k]),
+                                      np.asarray(v))
+
+
+def test_a_second_sigint_stops_at_once(tmp_path):
+    import os
+    import signal
+
+    from kdentropy.cli.supervision import TrainingInterrupted, supervised
+
+    def twice(trainer):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    trainer = _grid_trainer()
+    with pytest.raises(KeyboardInterrupt) as info:
+        with supervised(4, tmp_path / "c.npz", progress=False) as after_iteration:
+            trainer.run(4, checkpoint=tmp_path / "c.npz", callback=_sigint_at(1, twice))
+            after_iteration(trainer)   # never reached
+    assert not isinstance(info.value, TrainingInterrupted)
+    assert not (tmp_path / "c.npz").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigint_after_the_last_iteration_still_stops(tmp_path):
+    import os
+    import signal
+
+    from kdentropy.cli.supervision import TrainingInterrupted, supervised
+    with pytest.raises(KeyboardInterrupt) as info:
+        with supervised(0, tmp_path / "c.npz", progress=False):
+            os.kill(os.getpid(), signal.SIGINT)   # deferred: nothing is interrupted here
+    assert not isinstance(info.value, TrainingInterrupted)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_progress_lines_without_tqdm(capsys, monkeypatch):
+    import sys
+
+    from kdentropy.cells import CellSystem, train
+    from kdentropy.cli.supervision import supervised
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)   # no tqdm: plain lines
+    with supervised(10, None, progress=True) as after_iteration:
+        train(CellSystem(n_cells=6, steps=3, hidden=(4,)), iterations=10, batch=8,
+              eval_batch=16, eval_every=5, backend="numpy", callback=after_iteration)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("iteration")]
+    assert len(lines) == 10 and "hard H (eval)" in lines[4]
+    with supervised(3, None, progress=False) as after_iteration:
+        train(CellSystem(n_cells=6, steps=3, hidden=(4,)), iterations=3, batch=8,
+              eval_batch=16, backend="numpy", callback=after_iteration)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_when_tqdm_is_installed(monkeypatch, capsys):
+    import sys
+    import types
+
+    from kdentropy.cli.supervision import supervised
+    bars = []
+
+    class FakeTqdm:
+        def __init__(self, total, **kwargs):
+            self.total, self.n, self.postfix, self.closed = total, 0, None, False
+            bars.append(self)
+
+        def set_postfix(self, post, refresh=True):
+            self.postfix = post
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    def small_trainer():
+        from kdentropy.cells import CellSystem, ReproducibilityLoss, Trainer
+        from kdentropy.optim import Adam
+        return Trainer(CellSystem(n_cells=8, steps=6, hidden=(8,)), optimizer=Adam(0.05),
+                       loss=ReproducibilityLoss(backend="numpy"), batch=32, eval_batch=64,
+                       eval_every=20)
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeTqdm))
+    with supervised(20, None, progress=True) as after_iteration:
+        small_trainer().run(20, callback=after_iteration)   # eval_every=20: one evaluation row
+    (bar,) = bars
+    assert bar.total == 20 and bar.n == 20 and bar.closed
+    assert set(bar.postfix) == {"loss", "H_batch", "H_eval"}
+    assert capsys.readouterr().err == ""           # the bar, not the plain lines
+    with supervised(4, None, progress=False) as after_iteration:
+        small_trainer().run(4, callback=after_iteration)
+    assert len(bars) == 1

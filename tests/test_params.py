@@ -157,3 +157,15 @@ def test_framework_wrappers_check_once(checks, rng):
     assert checks == {"temperature": 1, "sigma": 1}
     kt.soft_entropy(x).backward()
     assert checks == {"temperature": 2, "sigma": 2}
+
+
+def test_the_command_line_checks_once_for_a_whole_training_run(checks, tmp_path, capsys):
+    from kdentropy.cli import main
+
+    argv = ["train", "--cells", "8", "--steps", "3", "--hidden", "4", "--batch", "8",
+            "--eval-batch", "16", "--eval-every", "2", "--iterations", "4", "--backend", "numpy",
+            "--quiet", "--sigma", "0.7", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert checks == {"temperature": 1, "sigma": 1}
+    assert main(["entropy", str(tmp_path / "missing.npy"), "--sigma", "-1"]) == 2
+    assert "argument --sigma: sigma must be > 0" in capsys.readouterr().err

@@ -218,9 +218,21 @@ class Dense:
         params = _validation.float_vector(params, "params", self.offset + self.n_params,
                                           at_least=True)
         x = _check_input(x, self.in_features)
-        return self._forward(params, x)
+        return self.forward_unchecked(params, x)
 
-    def _forward(self, params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    def forward_unchecked(self, params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        """:meth:`forward` for arguments already checked (by :class:`MLP`, say).
+
+        Parameters
+        ----------
+        params, x : ndarray of float64
+            As :meth:`forward`.
+
+        Returns
+        -------
+        y, cache
+            As :meth:`forward`.
+        """
         W, b = self.views(params)
         # One 2-D GEMM over all leading axes: faster than a stacked 3-D matmul.
         z = (x.reshape(-1, self.in_features) @ W).reshape(x.shape[:-1] + (self.out_features,))
@@ -253,12 +265,27 @@ class Dense:
         if dy.shape != cache[1].shape:
             raise ValueError(f"dy must have the shape of y, {cache[1].shape}; got {dy.shape}")
         dparams = np.zeros(params.shape[0])
-        dx = self._backward_into(params, cache, dy, dparams)
+        dx = self.backward_into(params, cache, dy, dparams)
         return dx, dparams
 
-    def _backward_into(self, params: np.ndarray, cache: tuple, dy: np.ndarray,
+    def backward_into(self, params: np.ndarray, cache: tuple, dy: np.ndarray,
                        dparams: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        """Accumulate ``dL/dparams`` into ``dparams`` and return ``dL/dx``."""
+        """Accumulate ``dL/dparams`` into ``dparams`` and return ``dL/dx``, unchecked.
+
+        Parameters
+        ----------
+        params, cache, dy : ndarray of float64, tuple, ndarray of float64
+            As :meth:`backward`.
+        dparams : ndarray of float64, shape like ``params``
+            Added to in place (this layer's slice only).
+        need_dx : bool, optional
+            Return ``dL/dx``; False skips that product. Default True.
+
+        Returns
+        -------
+        ndarray of float64 or None
+            ``dL/dx``, or None when not ``need_dx``.
+        """
         x, y = cache
         dz = _activation_grad(self.activation, y, dy)
         # Fold every leading (batch) axis into one so dW is a single GEMM.
@@ -391,12 +418,27 @@ class MLP:
         """
         params = _validation.float_vector(params, "params", self.n_params)
         x = _check_input(x, self.in_features)
-        return self._forward(params, x)
+        return self.forward_unchecked(params, x)
 
-    def _forward(self, params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list]:
+    def forward_unchecked(self, params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list]:
+        """:meth:`forward` without checking its arguments.
+
+        For callers that checked ``params`` and ``x`` once and then call the
+        network many times (the cell roll-out, at every step).
+
+        Parameters
+        ----------
+        params : ndarray of float64, shape (n_params,)
+        x : ndarray of float64, shape (..., in_features)
+
+        Returns
+        -------
+        y, cache
+            As :meth:`forward`.
+        """
         cache = []
         for layer in self.layers:
-            x, c = layer._forward(params, x)
+            x, c = layer.forward_unchecked(params, x)
             cache.append(c)
         return x, cache
 
@@ -423,13 +465,35 @@ class MLP:
         if dy.shape != cache[-1][1].shape:
             raise ValueError(f"dy must have the shape of y, {cache[-1][1].shape}; got {dy.shape}")
         dparams = np.zeros(self.n_params)
-        dx = self._backward_into(params, cache, dy, dparams)
+        dx = self.backward_into(params, cache, dy, dparams)
         return dx, dparams
 
-    def _backward_into(self, params: np.ndarray, cache: list, dy: np.ndarray,
+    def backward_into(self, params: np.ndarray, cache: list, dy: np.ndarray,
                        dparams: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        """Accumulate ``dL/dparams`` into ``dparams`` (no allocation) and return ``dL/dx``."""
+        """Accumulate ``dL/dparams`` into ``dparams`` and return ``dL/dx``, unchecked.
+
+        Allocates no parameter-sized array, so back-propagation through many
+        steps sums into one vector.
+
+        Parameters
+        ----------
+        params : ndarray of float64, shape (n_params,)
+            The vector given to :meth:`forward_unchecked`.
+        cache : list
+            From :meth:`forward_unchecked`.
+        dy : ndarray of float64, shape like ``y``
+        dparams : ndarray of float64, shape (n_params,)
+            Added to in place.
+        need_dx : bool, optional
+            Return ``dL/dx``; False skips the first layer's input product.
+            Default True.
+
+        Returns
+        -------
+        ndarray of float64 or None
+            ``dL/dx``, or None when not ``need_dx``.
+        """
         for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i]._backward_into(params, cache[i], dy, dparams,
+            dy = self.layers[i].backward_into(params, cache[i], dy, dparams,
                                                need_dx=need_dx or i > 0)
         return dy

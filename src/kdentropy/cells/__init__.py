@@ -20,35 +20,40 @@ One job per module:
 :mod:`~kdentropy.cells.loss`
     :class:`ReproducibilityLoss`, and why the anti-collapse term is what it is;
 :mod:`~kdentropy.cells.metrics`
-    :func:`pattern_stats` of a batch of final patterns;
+    :func:`pattern_stats` of a batch of final patterns, and of a system's batch;
 :mod:`~kdentropy.cells.history`
     :class:`History`, the per-iteration record and its CSV form;
 :mod:`~kdentropy.cells.checkpoint`
     the ``.npz`` checkpoint format and its safe reading;
 :mod:`~kdentropy.cells.trainer`
     :class:`Trainer`, :func:`train` and :class:`TrainResult`;
-:mod:`~kdentropy.cells.report`
-    the files and the figure ``kdentropy train`` writes;
+:mod:`~kdentropy.cells.figure`
+    the figure of a training run;
 :mod:`~kdentropy.cells.saved`
-    :func:`load_run`: a trained system back from its run folder.
+    :class:`SavedRun`: a trained system, re-run and re-evaluated.
+
+The files of a run folder (``kdentropy train --out``) are
+:mod:`kdentropy.runs`'s; :func:`load_run` is imported from there.
 
 Examples
 --------
 >>> import numpy as np
 >>> from kdentropy.cells import CellSystem, train
 >>> res = train(CellSystem(n_cells=8, steps=4, hidden=(8,)), iterations=2, batch=8,
-...             eval_batch=16, progress=False, backend="numpy")
+...             eval_batch=16, backend="numpy")
 >>> res.trainer.iteration, res.after["final"].shape
 (2, (16, 8))
 """
 
+from typing import Any
+
 from .history import History
 from .loss import ReproducibilityLoss
 from .metrics import pattern_stats
+from .saved import SavedRun
 from .system import CellSystem, Rollout
 from .topology import Grid, Line, Ring, Topology, Torus
-from .trainer import Trainer, TrainingInterrupted, TrainResult, train
-from .saved import SavedRun, load_run
+from .trainer import Trainer, TrainResult, train
 
 __all__ = [
     "CellSystem",
@@ -58,7 +63,6 @@ __all__ = [
     "History",
     "Trainer",
     "TrainResult",
-    "TrainingInterrupted",
     "train",
     "Topology",
     "Line",
@@ -68,3 +72,12 @@ __all__ = [
     "SavedRun",
     "load_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # load_run reads run folders, which kdentropy.runs alone knows; importing
+    # it lazily keeps cells free of that module (which imports cells).
+    if name == "load_run":
+        from ..runs import load_run
+        return load_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,13 +34,15 @@ import numpy as np
 
 from .. import _validation
 
-__all__ = ["Checkpoint", "FORMAT", "checkpoint_path", "write", "read"]
+__all__ = ["Checkpoint", "FORMAT", "PARAMS_KEY", "PARAMS_INITIAL_KEY", "checkpoint_path",
+           "write", "read"]
 
 #: The format tag stored in every checkpoint.
 FORMAT = "kdentropy-cells-checkpoint-1"
-# The arrays keep the names of format 1 ("theta" for the parameter vector),
-# so checkpoints written by earlier versions still resume.
-_PARAMS, _PARAMS_INITIAL = "theta", "theta_initial"
+#: The array names of the current and initial parameter vectors. Format 1
+#: fixed them ("theta" is the parameter vector), and every file written in
+#: it, checkpoint or ``params.npz`` (:mod:`kdentropy.runs`), is read by them.
+PARAMS_KEY, PARAMS_INITIAL_KEY = "theta", "theta_initial"
 
 T = TypeVar("T")
 
@@ -134,8 +136,8 @@ def write(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     """
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT),
-        _PARAMS: ckpt.params,
-        _PARAMS_INITIAL: ckpt.params_initial,
+        PARAMS_KEY: ckpt.params,
+        PARAMS_INITIAL_KEY: ckpt.params_initial,
         "iteration": np.array(ckpt.iteration, dtype=np.int64),
         "rng_state": np.array(_rng_to_json(ckpt.rng)),
         "config": np.array(json.dumps(ckpt.config)),
@@ -350,8 +352,8 @@ def read(path: str | os.PathLike, history_columns: tuple[str, ...],
             iteration = _iteration(data)
             ckpt = Checkpoint(
                 config=config,
-                params=_finite_params(data, _PARAMS, n_params),
-                params_initial=_finite_params(data, _PARAMS_INITIAL, n_params),
+                params=_finite_params(data, PARAMS_KEY, n_params),
+                params_initial=_finite_params(data, PARAMS_INITIAL_KEY, n_params),
                 iteration=iteration,
                 rng=_rng_from_json(_text(data, "rng_state")),
                 optimizer_state=_optimizer_state(data, n_params),

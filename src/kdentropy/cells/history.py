@@ -1,10 +1,8 @@
-"""The per-iteration training record and its CSV form."""
+"""The per-iteration training record (its CSV form is :func:`kdentropy.runs.history_csv`)."""
 
 from __future__ import annotations
 
-import io
 import math
-import os
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -99,30 +97,3 @@ class History:
         for i in range(columns["iteration"].shape[0]):
             hist._rows.append({c: float(columns[c][i]) for c in cls.COLUMNS})
         return hist
-
-    def to_csv(self, path: str | os.PathLike | None = None) -> str:
-        """The history as CSV text: a header, one line per row, empty fields for NaN.
-
-        Parameters
-        ----------
-        path : path-like, optional
-            Also write the text there.
-
-        Returns
-        -------
-        str
-        """
-        buf = io.StringIO()
-        buf.write(",".join(self.COLUMNS) + "\n")
-        for row in self._rows:
-            fields = []
-            for c in self.COLUMNS:
-                v = row[c]
-                fields.append("" if math.isnan(v) else
-                              (str(int(v)) if c == "iteration" else repr(v)))
-            buf.write(",".join(fields) + "\n")
-        text = buf.getvalue()
-        if path is not None:
-            with open(path, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-        return text

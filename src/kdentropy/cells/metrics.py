@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import _validation, hard
 from .topology import TOPOLOGIES, Topology, make_topology
 
-__all__ = ["pattern_stats", "batch_hard_entropy"]
+if TYPE_CHECKING:
+    from .loss import ReproducibilityLoss
+    from .system import CellSystem
+
+__all__ = ["pattern_stats", "batch_hard_entropy", "evaluate_batch"]
 
 
 def batch_hard_entropy(X: np.ndarray, threshold: float) -> float:
@@ -20,15 +26,45 @@ def batch_hard_entropy(X: np.ndarray, threshold: float) -> float:
     return hard.entropy_of_counts(hard.count_rows(hard.binarize(X, threshold))[1])
 
 
-def _stats(X: np.ndarray, threshold: float, layout: Topology) -> dict:
+def _stats(X: np.ndarray, threshold: float, topology: Topology) -> dict:
     """:func:`pattern_stats` of a checked ``(N, D)`` array."""
     B = hard.binarize(X, threshold)
     _, counts = hard.count_rows(B)
     return {"hard_entropy": hard.entropy_of_counts(counts),
             "distinct": int(counts.size),
             "fraction_on": float(B.mean()) if B.size else 0.0,
-            "boundaries": float(layout.boundaries(B).mean()),
+            "boundaries": float(topology.boundaries(B).mean()),
             "mode_fraction": float(counts.max() / X.shape[0])}
+
+
+def evaluate_batch(system: CellSystem, loss: ReproducibilityLoss, params: ArrayLike,
+                   inputs: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Statistics of the final visible patterns of one batch of runs.
+
+    Parameters
+    ----------
+    system : CellSystem
+    loss : ReproducibilityLoss
+        Its temperature, sigma, threshold and backend define the soft entropy
+        and the binarisation.
+    params : array_like, shape (n_params,)
+    inputs : (x0, xi)
+        As :meth:`CellSystem.sample_inputs`.
+
+    Returns
+    -------
+    dict
+        :func:`pattern_stats` plus ``soft_entropy`` and ``final`` (the
+        ``(N, D)`` final visible states).
+    """
+    # The scored pattern is the visible channel (0) of the final states.
+    X = np.ascontiguousarray(system.rollout(params, *inputs, keep_caches=False).visible)
+    # The soft entropy checks the final states; the statistics reuse them.
+    H = loss.soft_entropy(X)
+    stats = _stats(X, loss.threshold, system.layout)
+    stats["soft_entropy"] = H
+    stats["final"] = X
+    return stats
 
 
 def pattern_stats(X: ArrayLike, threshold: float = 0.5, *,
@@ -44,7 +80,7 @@ def pattern_stats(X: ArrayLike, threshold: float = 0.5, *,
     topology : {"line", "ring", "grid", "torus"} or Topology, optional
         Which cells are neighbours; on a ring the last and first cells are
         neighbours too, on a grid the horizontally and vertically adjacent
-        cells of a row-major ``(H, W)`` layout (and the wrap-around pairs on a
+        cells of a row-major ``(H, W)`` grid (and the wrap-around pairs on a
         torus).
     shape : (int, int), optional
         ``(H, W)`` with ``H W = D``; needed for ``"grid"`` and ``"torus"``

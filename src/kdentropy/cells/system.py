@@ -10,12 +10,12 @@ shared small MLP with C sigmoid outputs ``s``, and moves towards them::
     x_{t+1} = clip(x_t + rate * (s - x_t) + noise * xi_t, 0, 1)
     s = sigmoid(MLP(features_i(x_t)))
 
-With ``rate = 1`` this is ``clip(s + noise * xi_t, 0, 1)``, computed as such,
-so a system without hidden channels and with rate 1 gives the same numbers as
-earlier versions of kdentropy. Runs start from independent uniform random
-states on every channel and see independent noise on every channel, so a
-batch of N runs gives N final patterns ``X`` (N, D) that differ unless the
-network learnt to make them agree. :meth:`CellSystem.backward` carries
+With ``rate = 1`` this is ``clip(s + noise * xi_t, 0, 1)``, computed as such
+(``x_t + (s - x_t)`` would round differently): the plain replacement update,
+bit for bit. Runs start from independent uniform random states on every
+channel and see independent noise on every channel, so a batch of N runs
+gives N final patterns ``X`` (N, D) that differ unless the network learnt to
+make them agree. :meth:`CellSystem.backward` carries
 ``dL/dX`` back to the parameter vector.
 
 Two engines compute the same numbers (to rounding): ``"numpy"``, the readable
@@ -273,8 +273,8 @@ class CellSystem:
         xi : ndarray, shape (steps, N, D, C)
             Standard normal draws; the roll-out scales them by ``noise``.
             Drawn even when ``noise == 0`` so that the random stream does not
-            depend on it. (With one channel these are the same draws, in the
-            same order, as the ``(N, D)`` arrays of earlier versions.)
+            depend on it. (With one channel these are the draws of ``(N, D)``
+            arrays, in the same order.)
         """
         _validation.generator(rng)
         n_runs = _validation.size(n_runs, "n_runs", 1)
@@ -286,7 +286,18 @@ class CellSystem:
         xi = rng.standard_normal((self.steps,) + shape)
         return x0, xi
 
-    def _check_params(self, params: ArrayLike) -> np.ndarray:
+    def check_params(self, params: ArrayLike) -> np.ndarray:
+        """``params`` as a float64 vector of length :attr:`n_params`, or a TypeError/ValueError.
+
+        Parameters
+        ----------
+        params : array_like
+
+        Returns
+        -------
+        ndarray of float64, shape (n_params,)
+            ``params`` itself when it already is one (copy before changing it).
+        """
         return _validation.float_vector(params, "params", self.n_params)
 
     def _check_inputs(self, x0: ArrayLike, xi: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +337,7 @@ class CellSystem:
         -------
         Rollout
         """
-        params = self._check_params(params)
+        params = self.check_params(params)
         x0, xi = self._check_inputs(x0, xi)
         return self._rollout(params, x0, xi, keep_caches, keep_trajectory,
                              self._engine(engine))
@@ -352,8 +363,8 @@ class CellSystem:
         traj = [x] if keep_trajectory else None
         rate = self.rate
         for t in range(self.steps):
-            s, cache = self.net._forward(params, self.layout.features(x))
-            # rate 1 uses s itself (not x + (s - x)), so it rounds as earlier versions did.
+            s, cache = self.net.forward_unchecked(params, self.layout.features(x))
+            # rate 1 uses s itself: x + (s - x) would round differently.
             pre = s if rate == 1.0 else x + rate * (s - x)
             if self.noise > 0.0:
                 pre = pre + self.noise * xi[t]
@@ -387,7 +398,7 @@ class CellSystem:
         -------
         dparams : ndarray of float64, shape (n_params,)
         """
-        params = self._check_params(params)
+        params = self.check_params(params)
         if not isinstance(rollout, Rollout):
             raise TypeError(f"rollout must be a Rollout; got {type(rollout).__name__}")
         if len(rollout.caches) != self.steps:
@@ -417,7 +428,7 @@ class CellSystem:
             gp = g if mask is None else g * mask
             gs = gp if rate == 1.0 else rate * gp
             # dL/dx_0 is not needed (x_0 is data), so the first step skips it.
-            dfeat = self.net._backward_into(params, cache, gs, dparams, need_dx=t > 0)
+            dfeat = self.net.backward_into(params, cache, gs, dparams, need_dx=t > 0)
             if t > 0:
                 g = self.layout.features_adjoint(dfeat)
                 if rate != 1.0:
@@ -478,7 +489,7 @@ class CellSystem:
             ``final`` (N, D).
         """
         loss = ReproducibilityLoss() if loss is None else loss
-        params = self._check_params(params)
+        params = self.check_params(params)
         x0, xi = self._check_inputs(x0, xi)
         # Inputs are checked once here; the loss checks the final states once.
         out = self._rollout(params, x0, xi, True, False, self._engine(engine))

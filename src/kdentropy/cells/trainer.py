@@ -6,6 +6,10 @@ system out, take the loss and its gradient in the final states
 time to the parameters, and let the optimizer update them in place. The
 reported quality is the exact entropy of a fixed evaluation batch whose
 initial states and noise are never trained on.
+
+Showing progress and stopping on Ctrl-C are the caller's: training calls a
+callback after every iteration (the command line's is in
+:mod:`kdentropy.cli.supervision`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,16 +26,17 @@ from numpy.typing import ArrayLike
 
 from .. import _validation
 from .. import backends as _backends
-from ..entropy import soft_entropy
 from ..optim import Adam, Optimizer, from_config
 from . import checkpoint as _checkpoint
 from .history import History
 from .loss import ReproducibilityLoss
-from .metrics import _stats, batch_hard_entropy
+from .metrics import batch_hard_entropy, evaluate_batch
 from .system import CellSystem
 
-__all__ = ["Trainer", "TrainResult", "TrainingInterrupted", "train", "evaluate_batch",
-           "seed_streams"]
+__all__ = ["Trainer", "TrainResult", "train", "seed_streams", "loss_from_config"]
+
+#: What :meth:`Trainer.run`, :meth:`Trainer.fit` and :func:`train` call after every iteration.
+Callback = Callable[["Trainer"], Any]
 
 
 def seed_streams(seed: int) -> list[np.random.SeedSequence]:
@@ -51,135 +53,6 @@ def seed_streams(seed: int) -> list[np.random.SeedSequence]:
         the evaluation batch (see :class:`Trainer`).
     """
     return np.random.SeedSequence(seed).spawn(3)
-
-
-def evaluate_batch(system: CellSystem, loss: ReproducibilityLoss, params: ArrayLike,
-                   inputs: tuple[np.ndarray, np.ndarray]) -> dict:
-    """Statistics of the final visible patterns of one batch of runs.
-
-    Parameters
-    ----------
-    system : CellSystem
-    loss : ReproducibilityLoss
-        Its temperature, sigma, threshold and backend define the soft entropy
-        and the binarisation.
-    params : array_like, shape (n_params,)
-    inputs : (x0, xi)
-        As :meth:`CellSystem.sample_inputs`.
-
-    Returns
-    -------
-    dict
-        :func:`pattern_stats` plus ``soft_entropy`` and ``final`` (the
-        ``(N, D)`` final visible states).
-    """
-    # The scored pattern is the visible channel (0) of the final states.
-    X = np.ascontiguousarray(system.rollout(params, *inputs, keep_caches=False).visible)
-    # The soft entropy checks the final states; the statistics reuse them.
-    H = float(soft_entropy(X, loss.temperature, loss.sigma, threshold=loss.threshold,
-                           backend=loss.backend))
-    stats = _stats(X, loss.threshold, system.layout)
-    stats["soft_entropy"] = H
-    stats["final"] = X
-    return stats
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped :meth:`Trainer.run` between two iterations.
-
-    The iteration in progress was finished, so the trainer is consistent, and
-    saved to ``checkpoint`` when :meth:`Trainer.run` was given one: loading
-    that file and running on gives the same result, bit for bit, as a run
-    that was never interrupted. A subclass of :class:`KeyboardInterrupt`, so
-    code that does not know it still stops.
-
-    Attributes
-    ----------
-    iteration : int
-        Optimizer steps taken when training stopped.
-    checkpoint : str or None
-        Where the trainer was saved.
-    """
-
-    def __init__(self, iteration: int, checkpoint: str | None) -> None:
-        where = f"; saved to {checkpoint}" if checkpoint else ""
-        super().__init__(f"training interrupted at iteration {iteration}{where}")
-        self.iteration = iteration
-        self.checkpoint = checkpoint
-
-
-class _DeferredInterrupt:
-    """While active, a first SIGINT only sets :attr:`requested`; a second one raises at once.
-
-    Python raises KeyboardInterrupt wherever the interpreter happens to be,
-    which can be inside the optimizer's in-place update: the parameters would
-    be half-updated and no checkpoint written from them could reproduce
-    anything. Deferring it to the end of the iteration keeps every saved
-    state consistent. Only the main thread can install handlers, and a
-    handler other than Python's default (a caller's own, or SIG_IGN) is left
-    alone.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C: the user does not want to wait
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-class _Progress:
-    """Training progress on stderr: a tqdm bar when tqdm is installed, else a line per ~10%."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.bar = total, 0, None
-        self.enabled = enabled and total > 0
-        self.every = max(1, total // 10)
-        self.last_eval = math.nan
-        if self.enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, desc="training", unit="it", file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
-
-    def update(self, it: int, row: dict) -> None:
-        """Report the history row of iteration ``it``."""
-        if not self.enabled:
-            return
-        self.done += 1
-        if not math.isnan(row["eval_hard_entropy"]):
-            self.last_eval = row["eval_hard_entropy"]
-        if self.bar is not None:
-            post = {"loss": f"{row['loss']:.3f}", "H_batch": f"{row['hard_entropy']:.2f}"}
-            if not math.isnan(self.last_eval):
-                post["H_eval"] = f"{self.last_eval:.2f}"
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.update(1)
-        elif self.done % self.every == 0 or self.done == self.total:
-            line = (f"iteration {it}: loss {row['loss']:.4f}  soft H {row['soft_entropy']:.4f}"
-                    f"  hard H (batch) {row['hard_entropy']:.4f}")
-            if not math.isnan(row["eval_hard_entropy"]):
-                line += f"  hard H (eval) {row['eval_hard_entropy']:.4f}"
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        """Close the bar, if any."""
-        if self.bar is not None:
-            self.bar.close()
 
 
 @dataclasses.dataclass
@@ -276,7 +149,7 @@ class Trainer:
         if params is None:
             self.params = self.system.init(np.random.default_rng(init_ss))
         else:
-            self.params = self.system._check_params(params).copy()
+            self.params = self.system.check_params(params).copy()
             _validation.finite_vector(self.params, "params")
         self.params_initial = self.params.copy()
         self.rng = np.random.default_rng(train_ss)
@@ -395,38 +268,30 @@ class Trainer:
         self.history.record(self.iteration, **row)
         return row
 
-    def run(self, iterations: int, *, progress: bool = True,
-            checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-            callback: Callable[[Trainer], Any] | None = None) -> History:
+    def run(self, iterations: int, *, checkpoint: str | os.PathLike | None = None,
+            checkpoint_every: int | None = None, callback: Callback | None = None) -> History:
         """Train for ``iterations`` more steps.
 
         Parameters
         ----------
         iterations : int
             Number of optimizer steps (>= 0).
-        progress : bool, optional
-            Show progress on stderr: a tqdm bar when tqdm is installed,
-            otherwise a line every ~10% of the run. Default True.
         checkpoint : path, optional
-            Where :meth:`save` writes (at the end, every ``checkpoint_every``
-            iterations if given, and when interrupted).
+            Where :meth:`save` writes (at the end, and every
+            ``checkpoint_every`` iterations if given).
         checkpoint_every : int, optional
             Also save every this many iterations (needs ``checkpoint``), so
             a run that is killed can be resumed with :meth:`load`.
         callback : callable, optional
-            Called as ``callback(trainer)`` after every iteration.
+            Called as ``callback(trainer)`` after every iteration, once its
+            history row and checkpoint are written: the place to show
+            progress or to stop (an exception it raises leaves the trainer
+            consistent, at the iteration just finished).
 
         Returns
         -------
         History
             ``self.history``.
-
-        Raises
-        ------
-        TrainingInterrupted
-            On Ctrl-C (SIGINT, in the main thread): the iteration in progress
-            is finished and saved to ``checkpoint`` first. A second Ctrl-C
-            stops at once, without saving.
         """
         iterations = _validation.integer(iterations, "iterations", 0)
         if checkpoint is not None:
@@ -435,38 +300,27 @@ class Trainer:
             checkpoint_every = _validation.integer(checkpoint_every, "checkpoint_every", 1)
             if checkpoint is None:
                 raise ValueError("checkpoint_every needs a checkpoint path")
-        progress = _validation.boolean(progress, "progress")
         if self.iteration == 0 and len(self.history) == 0:
             self.record_evaluation()  # row 0: the untrained system
-        bar = _Progress(iterations, progress)
-        try:
-            with _DeferredInterrupt() as interrupt:
-                end = self.iteration + iterations
-                while self.iteration < end:
-                    self.step()
-                    # Only on multiples of eval_every (never "at the end of this
-                    # call"), so the history does not depend on how a run was
-                    # split into resumed pieces.
-                    if self.iteration % self.eval_every == 0:
-                        self.record_evaluation()
-                    bar.update(self.iteration, self.history.last)
-                    if checkpoint_every and self.iteration % checkpoint_every == 0:
-                        self.save(checkpoint)
-                    if callback is not None:
-                        callback(self)
-                    if interrupt.requested:
-                        if checkpoint is not None:
-                            self.save(checkpoint)
-                        raise TrainingInterrupted(self.iteration, checkpoint)
-        finally:
-            bar.close()
+        end = self.iteration + iterations
+        while self.iteration < end:
+            self.step()
+            # Only on multiples of eval_every (never "at the end of this call"),
+            # so the history does not depend on how a run was split into
+            # resumed pieces.
+            if self.iteration % self.eval_every == 0:
+                self.record_evaluation()
+            if checkpoint_every and self.iteration % checkpoint_every == 0:
+                self.save(checkpoint)
+            if callback is not None:
+                callback(self)
         if checkpoint is not None:
             self.save(checkpoint)
         return self.history
 
-    def fit(self, iterations: int, *, progress: bool = True,
-            checkpoint: str | os.PathLike | None = None,
-            checkpoint_every: int | None = None) -> TrainResult:
+    def fit(self, iterations: int, *, checkpoint: str | os.PathLike | None = None,
+            checkpoint_every: int | None = None,
+            callback: Callback | None = None) -> TrainResult:
         """Evaluate, :meth:`run` ``iterations`` more steps, evaluate again.
 
         Works for a fresh trainer and for one resumed with :meth:`load`: the
@@ -477,7 +331,7 @@ class Trainer:
         ----------
         iterations : int
             Optimizer steps to take (>= 0).
-        progress, checkpoint, checkpoint_every
+        checkpoint, checkpoint_every, callback
             As :meth:`run`.
 
         Returns
@@ -489,8 +343,8 @@ class Trainer:
         else:
             before = self.evaluate(self.params_initial)
         t0 = time.perf_counter()
-        self.run(iterations, progress=progress, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every)
+        self.run(iterations, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                 callback=callback)
         elapsed = time.perf_counter() - t0
         after = self.record_evaluation()
         return TrainResult(params=self.params.copy(), params_initial=self.params_initial.copy(),
@@ -558,12 +412,11 @@ class Trainer:
     def _from_checkpoint(cls, ckpt: _checkpoint.Checkpoint, backend: str | None) -> Trainer:
         config = ckpt.config
         loss_cfg = dict(config["loss"])
-        loss_cfg["band"] = tuple(loss_cfg["band"])
         if backend is not None:
             loss_cfg["backend"] = backend
         trainer = cls(CellSystem(**config["system"]),
                       optimizer=from_config(config["optimizer"]),
-                      loss=ReproducibilityLoss(**loss_cfg), seed=config["seed"],
+                      loss=loss_from_config(loss_cfg), seed=config["seed"],
                       batch=config["batch"], eval_batch=config["eval_batch"],
                       eval_every=config["eval_every"], params=ckpt.params)
         trainer.optimizer.load_state_dict(ckpt.optimizer_state)
@@ -574,12 +427,27 @@ class Trainer:
         return trainer
 
 
+def loss_from_config(config: dict[str, Any]) -> ReproducibilityLoss:
+    """The loss that :meth:`ReproducibilityLoss.get_config` describes, read back from JSON.
+
+    Parameters
+    ----------
+    config : dict
+        The ``"loss"`` entry of :meth:`Trainer.get_config`.
+
+    Returns
+    -------
+    ReproducibilityLoss
+    """
+    return ReproducibilityLoss(**dict(config, band=tuple(config["band"])))  # JSON made it a list
+
+
 def train(system: CellSystem | None = None, *, iterations: int = 200, batch: int = 64,
           lr: float = 1e-2, optimizer: Optimizer | None = None,
           loss: ReproducibilityLoss | None = None, seed: int = 0, eval_batch: int = 256,
-          eval_every: int = 25, backend: str | None = None, progress: bool = True,
-          checkpoint: str | os.PathLike | None = None,
-          checkpoint_every: int | None = None) -> TrainResult:
+          eval_every: int = 25, backend: str | None = None,
+          checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+          callback: Callback | None = None) -> TrainResult:
     """Train a cell system to produce reproducible patterns.
 
     Parameters
@@ -604,9 +472,7 @@ def train(system: CellSystem | None = None, *, iterations: int = 200, batch: int
         evaluated (default every 25 iterations, and at the last one).
     backend : str, optional
         Entropy backend when ``loss`` is not given.
-    progress : bool, optional
-        Show progress on stderr (see :meth:`Trainer.run`). Default True.
-    checkpoint, checkpoint_every : optional
+    checkpoint, checkpoint_every, callback : optional
         See :meth:`Trainer.run`.
 
     Returns
@@ -617,7 +483,7 @@ def train(system: CellSystem | None = None, *, iterations: int = 200, batch: int
     --------
     >>> from kdentropy.cells import CellSystem, train
     >>> res = train(CellSystem(n_cells=8, steps=4, hidden=(8,)), iterations=3, batch=16,
-    ...             eval_batch=32, progress=False, backend="numpy")
+    ...             eval_batch=32, backend="numpy")
     >>> len(res.history), res.params.shape == res.params_initial.shape
     (4, True)
     """
@@ -627,5 +493,5 @@ def train(system: CellSystem | None = None, *, iterations: int = 200, batch: int
         optimizer = Adam(lr=lr)
     trainer = Trainer(system, optimizer=optimizer, loss=loss, seed=seed, batch=batch,
                       eval_batch=eval_batch, eval_every=eval_every)
-    return trainer.fit(iterations, progress=progress, checkpoint=checkpoint,
-                       checkpoint_every=checkpoint_every)
+    return trainer.fit(iterations, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                       callback=callback)
