@@ -14,6 +14,8 @@ Without a GPU (registers, spills, shared memory and occupancy of every kernel)::
 
     pip install "numba-cuda[cu13]" nvidia-cuda-nvcc
     python asv_benchmarks/gpu_floor.py --ptx-only
+    pip install nvidia-cuda-nvdisasm
+    python asv_benchmarks/gpu_floor.py --model      # predicted times (gpu_model.py)
 
 One run times, on the same inputs (value + gradient, median of ``--repeat``
 calls after a warm-up, host clock around a device synchronisation):
@@ -478,6 +480,124 @@ def ptx_only(ccs: list[tuple[int, int]]) -> int:
     return status
 
 
+# ----------------------------------------------------------------------------- offline model
+
+def _benchmark_max_sqn(N: int, D: int, dtype: str) -> float:
+    """Largest squared norm of a centred soft row of the benchmark input (for ``plan``)."""
+    X = clustered(np.random.default_rng(0), N, D).astype(dtype)
+    S = 1 / (1 + np.exp(-PARAMS["temperature"] * (X.astype(np.float64) - PARAMS["threshold"])))
+    Sc = S - S.mean(axis=0)
+    return float((Sc * Sc).sum(axis=1).max())
+
+
+def _route(N: int, D: int, dtype: str) -> str:
+    """Route and work dtype from the backend's ``plan`` (CuPy assumed present on the GPU)."""
+    from kdentropy.backends import cuda as kc
+
+    try:
+        how = kc.plan(np.dtype(dtype), (1, N, D), _benchmark_max_sqn(N, D, dtype),
+                      PARAMS["sigma"], gemm_ok=True, available_bytes=140 * 2**30)
+    except TypeError as exc:  # plan's signature changed: say so rather than guess
+        return f"plan() not callable here ({exc})"
+    return f"{how.route} {np.dtype(how.work_dtype).name} {'gram' if how.gram else 'direct'}"
+
+
+def _mlir_column() -> str:
+    """Registers/spills of each kernel by numba-cuda-mlir, or why that is unavailable."""
+    try:
+        import numba_cuda_mlir  # noqa: F401
+    except ImportError:
+        return "numba-cuda-mlir: not installed (column unavailable)"
+    try:
+        from kdentropy.backends.cuda import _compiler
+        compile_all = _compiler.compile_all_ptx
+    except (ImportError, AttributeError):
+        return "numba-cuda-mlir: installed, but _compiler.compile_all_ptx is absent (unavailable)"
+    import gpu_model as gm
+
+    lines = ["numba-cuda-mlir (sm_90):", "| kernel | regs | spills |", "|---|---:|---:|"]
+    for name, ptx in compile_all("mlir", (9, 0)).items():
+        c = gm.assemble(ptx)
+        lines.append(f"| {name} | {c.registers} | {c.spill_bytes} |")
+    return "\n".join(lines)
+
+
+def model(repo: Path) -> int:
+    """The offline SASS model: calibration, per-kernel loop figures, per-case predictions."""
+    # The model compiles through numba-cuda (the compiler the H200 profile was
+    # taken with); numba-cuda-mlir's output is listed separately below.
+    os.environ.setdefault("KDENTROPY_CUDA_COMPILER", "numba-cuda")
+    from kdentropy.backends import cuda as kc
+
+    if kc.SIMULATOR:
+        print("unset NUMBA_ENABLE_CUDASIM for --model", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gpu_model as gm
+
+    if gm.find_tool("ptxas") is None or gm.find_tool("nvdisasm") is None:
+        print("ptxas/nvdisasm not found: pip install nvidia-cuda-nvcc nvidia-cuda-nvdisasm",
+              file=sys.stderr)
+        return 2
+    status = 0
+    print("Calibration: v1 kernels (git history) on 16384x1024 float32 against the H200 profile")
+    print("| kernel | predicted warp-insns | implied by profile | error | predicted ms |"
+          " measured ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, pred, implied, err, t, meas in gm.calibrate(repo):
+        print(f"| {name} | {pred:.3g} | {implied:.3g} | {100 * err:+.1f} % | {1e3 * t:.1f} |"
+              f" {1e3 * meas:.1f} |")
+        if abs(err) > 0.15:
+            print(f"CALIBRATION ERROR above 15 % for {name}")
+            status = 1
+    print(f"issue efficiency = min({gm.ISSUE_CAP}, {gm.ISSUE_SLOPE:.4f} x resident warps per "
+          "scheduler) (fitted to the same profile)\n")
+
+    compiled: dict[str, dict[str, tuple]] = {}
+    direct: dict[str, dict[str, tuple]] = {}
+    print("Fused kernels in the tree (sm_90): loops that hold FMAs")
+    print("| kernel | regs | spills B | smem B | loop | insns | FMAs | insns/FMA |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    for dtype in ("float32", "float64"):
+        for gram, store in ((True, compiled), (False, direct)):
+            store[dtype] = {}
+            for spec, _kernel in gm.fused_specs(dtype, gram):
+                c = gm.compile_kernel(*spec.build())
+                spec = gm.with_remainders(spec, c)
+                store[dtype][spec.name] = (spec, c)
+                for role, n, f, ratio in gm.inner_loop_figures(c, spec):
+                    print(f"| {spec.name} | {c.registers} | {c.spill_bytes} | {c.smem_bytes} |"
+                          f" {role} | {n} | {f} | {ratio:.2f} |")
+    print()
+    print(_mlir_column())
+    print()
+    print("Per benchmark case (kernel time of the pair passes; host round trips excluded)")
+    print("| N x D | dtype | route (plan) | fused warp-insns | fused issue ms H100/H200 |"
+          " memory ms H100/H200 | fused / floor | panel / floor | chosen / floor (H200) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for N, D in DEFAULT_SIZES:
+        for dtype in ("float32", "float64"):
+            case = gm.Case(N, D, dtype)
+            route = _route(N, D, dtype)
+            per_gpu = {g.name: gm.fused_seconds(case, compiled[dtype], g) for g in gm.GPUS}
+            insns = per_gpu["H200"][0]
+            issue = "/".join(f"{1e3 * per_gpu[g.name][2]['issue']:.2f}" for g in gm.GPUS)
+            mem = "/".join(f"{1e3 * per_gpu[g.name][2]['memory']:.2f}" for g in gm.GPUS)
+            floor = gm.floor_seconds(case, gm.H200)
+            fused = per_gpu["H200"][1] / floor
+            panel = gm.panel_seconds(case, gm.H200) / floor
+            chosen = panel if route.startswith("panel") else fused
+            print(f"| {N}x{D} | {dtype} | {route} | {insns:.3g} | {issue} | {mem} |"
+                  f" {fused:.2f} | {panel:.2f} | {chosen:.2f} |")
+    rule = gm.fit_route_rule(compiled)
+    print("\nRoute rule fit (H200, seconds per pair; fused ~ a D + b, panel ~ c D + e):")
+    for dtype, (a, b, c, e) in rule.items():
+        cross = (e - b) / (a - c) if a != c else float("inf")
+        print(f"  {dtype}: a={a:.4g} b={b:.4g} c={c:.4g} e={e:.4g}  fused wins for D < "
+              f"{cross:.1f}")
+    return status
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         N, D = (int(v) for v in text.lower().split("x"))
@@ -501,9 +621,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the correctness check against the NumPy backend")
     parser.add_argument("--ptx-only", action="store_true",
                         help="no GPU needed: ptxas resource use of every kernel")
+    parser.add_argument("--model", action="store_true",
+                        help="no GPU needed: SASS instruction-count model, calibration, "
+                             "predicted ratios to the cuBLAS floor")
     parser.add_argument("--cc", nargs="+", default=["8.0", "9.0"],
                         help="compute capabilities for --ptx-only (default: 8.0 9.0)")
     args = parser.parse_args(argv)
+    if args.model:
+        return model(Path(__file__).resolve().parent.parent)
     if args.ptx_only:
         return ptx_only([tuple(int(v) for v in cc.split(".")) for cc in args.cc])
     return run_gpu(args)

@@ -22,6 +22,8 @@ where that is more.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 import warnings
 
@@ -123,6 +125,19 @@ def check_against_reference(be, X3, T=T, sigma=SIGMA, theta=THETA):
 
 
 # ----------------------------------------------------------------------------- the protocol
+
+def test_import_loads_no_backend_dependency():
+    # Backends are imported when first used: importing kdentropy on a machine
+    # without a GPU must not load the GPU stack (seconds, and it may be broken).
+    code = ("import sys, kdentropy\n"
+            "print(sorted(m for m in ('numba.cuda', 'numba_cuda_mlir', 'cupy', "
+            "'kdentropy.backends.cuda') if m in sys.modules))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
 
 def test_meets_the_protocol(request, be):
     name = request.node.callspec.params["be"]

@@ -2,57 +2,71 @@
 
 Imported lazily by :mod:`kdentropy.backends` only when the ``cuda`` backend is
 requested, so a machine without numba-cuda or without a GPU can still import
-kdentropy. Without a GPU the same kernels run under Numba's CUDA simulator
+kdentropy. Kernels are compiled by numba-cuda-mlir when it is installed, else
+by numba-cuda (:mod:`._compiler`, the only module that imports either).
+Without a GPU the same kernels run under numba-cuda's CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1`` set before Numba is imported), which is how the
 test-suite exercises them.
 
 Call flow (one call, ``G`` populations of ``N`` patterns of ``D`` cells)
 -------------------------------------------------------------------------
+Everything runs on one stream, the caller's current CuPy stream
+(:func:`._device.call_stream`, fixed by :func:`soft_patterns` for the call).
+
 1. :func:`soft_patterns`: ``S = sigmoid(T (X - theta))`` into a contiguous
    ``(G, N, D)`` device array, reading X in place (any strides, any real
-   dtype) and checking it for NaN/inf on the device.
+   dtype) and setting a device flag for NaN/inf.
 2. :func:`soft_counts_and_grad`: column means of S and the float64 squared
-   norms of the centred rows (O(N·D)); their largest value ``M`` and sigma
-   fix the *conditioning* ``kappa(dtype) = eps(dtype) M / sigma^2``, the
-   relative error that a Gram-form distance ``|a|^2 + |b|^2 - 2 a.b`` puts
-   into ``d2 / (2 sigma^2)``. :func:`plan` picks the route from it:
+   norms of the centred rows (O(N·D)); the NaN flag and their largest value
+   ``M`` come to the host in one 16-byte copy. :func:`plan` then asks
+   :func:`.._conditioning.distance_precision` (the one rule every backend
+   follows) for the work dtype from ``M`` and sigma, and picks the route:
 
-   * **panel** (``D >= PANEL_MIN_D`` and cuBLAS reachable through CuPy):
-     Gram panels by GEMM plus fused epilogues (:mod:`._panels`), in the
-     input dtype when ``kappa`` is within the input dtype's limit
-     (:data:`.._conditioning.GRAM_LIMITS`, shared with the cpu backend), else
-     in float64 (a float32
-     input then runs float64 GEMMs, as fast as float32 on H100/H200);
-   * **fused** (small D, no CuPy, or a float64 Gram still too coarse):
-     register-tiled kernels that never store a pair value (:mod:`._fused`),
-     Gram form when ``kappa`` is within that limit, direct differences otherwise.
+   * **panel** (where the offline instruction model says it is faster,
+     :func:`._fused.fused_beats_panels`, and cuBLAS is reachable through CuPy):
+     Gram panels by GEMM plus fused epilogues (:mod:`._panels`), with the K
+     cache when ``G N^2`` kernel values fit in the memory budget; float32
+     work is promoted to float64 when CuPy runs float32 products in TF32;
+   * **fused** (where the model prefers it, or direct differences): register-tiled kernels that
+     never store a pair value (:mod:`._fused`), Gram form in the work dtype,
+     or direct differences where even a float64 Gram product is too coarse.
 
-   Pass 1 gives ``C0``, copied to the host (O(G N)); the estimator's
-   coefficients ``g = coefficients(C0)`` go back (O(G N)) and pass 2 gives
-   ``V_i = sum_j K_ij (g_i + g_j) (S_i - S_j)`` in float64 on the device.
+   Pass 1 gives ``C0``, copied to the host (O(G N), the contract's return
+   value); the estimator's coefficients ``g = coefficients(C0)`` go back
+   (O(G N)) and pass 2 gives ``V_i = sum_j K_ij (g_i + g_j) (S_i - S_j)`` in
+   float64 on the device. Float32 Gram panels check the cancellation in
+   ``rowsum_i Sc_i - (W Sc)_i`` (:func:`.._conditioning.float32_pair_sums_are_accurate`,
+   one more 16-byte-per-population copy) and redo the populations that
+   missed it in float64.
 3. :func:`input_grad`: the chain rule through the sigmoid, returned as the
    kind of array the caller passed (CuPy, Numba device array or NumPy).
 
 Every sum runs in a fixed order (no atomics): repeats are bit-identical.
 Memory: a few ``N x D`` arrays plus bounded workspaces (panel budget
-``_panels.workspace_bytes()``, split partials ``_fused.SPLIT_BUFFER_BYTES``).
+:func:`._panels.panel_plan`, split partials ``_fused.SPLIT_BUFFER_BYTES``).
 """
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from numba import cuda
 
 from ... import _validation
 from .. import _conditioning
 from . import _elementwise, _fused, _panels
-from ._device import SIMULATOR, as_numba_device_array, to_kind
+from ._compiler import COMPILER, SIMULATOR, cuda, driver_initialization_error
+from ._device import (
+    as_numba_device_array,
+    call_stream,
+    stream_handle,
+    to_device,
+    to_host,
+    to_kind,
+)
 
 NAME = "cuda"
 DEVICE_ARRAYS = True
@@ -60,90 +74,82 @@ BLOCK_PRIMITIVES = False
 BLOCK_TILE_ROWS = None  # no block primitives (kdentropy.mpi uses a host backend)
 
 __all__ = [
-    "NAME", "DEVICE_ARRAYS", "BLOCK_PRIMITIVES", "BLOCK_TILE_ROWS", "SIMULATOR", "PANEL_MIN_D",
-    "SoftPatterns", "Plan", "plan", "unavailable_reason", "soft_patterns",
-    "soft_counts_and_grad", "input_grad",
+    "BLOCK_PRIMITIVES",
+    "BLOCK_TILE_ROWS",
+    "COMPILER",
+    "DEVICE_ARRAYS",
+    "NAME",
+    "ROUTES",
+    "SIMULATOR",
+    "Plan",
+    "SoftPatterns",
+    "input_grad",
+    "plan",
+    "soft_counts_and_grad",
+    "soft_patterns",
+    "unavailable_reason",
 ]
 
 #: Smallest D for the Gram-panel route: below it the N^2 panel traffic, not
 #: the GEMMs, would set the time, and the fused kernels win.
-PANEL_MIN_D = 128
-# Test hook: "fused" or "panel" overrides the D rule (accuracy rules still apply).
-_FORCE_ROUTE: str | None = None
+#: The routes :func:`plan` chooses between.
+ROUTES = ("fused", "panel")
 
 
 class Plan(NamedTuple):
-    """How one call computes its pair sums."""
+    """How one call computes its pair sums (what :func:`plan` decided)."""
 
     route: str  # "panel" or "fused"
     work_dtype: np.dtype  # precision of the Gram products / pair kernels
     gram: bool  # Gram-form distances (else direct differences)
+    panel_rows: int  # rows per Gram panel (0 on the fused route)
+    kcache: bool  # pass 1's kernel values kept for pass 2 (panel route only)
 
 
-def plan(dtype: np.dtype, D: int, max_sqn: float, sigma: float,
-         gemm_ok: bool | None = None) -> Plan:
-    """Choose route, work dtype and distance form from the conditioning.
+def plan(dtype: np.dtype, shape: tuple[int, int, int], max_sqn: float, sigma: float, *,
+         route: str | None = None, gemm_ok: bool | None = None,
+         available_bytes: int | None = None) -> Plan:
+    """Choose route, work dtype, distance form and panel memory for one call.
 
     Parameters
     ----------
     dtype : dtype
         Compute dtype of the call (float32 or float64).
-    D : int
-        Cells per pattern.
+    shape : (G, N, D)
+        Populations, patterns per population, cells per pattern.
     max_sqn : float
         Largest squared norm of a row of S centred on its column mean.
     sigma : float
         Kernel width.
+    route : {"fused", "panel"}, optional
+        Overrides the model's choice (tests run both routes on the same data); the
+        accuracy rule still applies, so direct differences are always fused.
     gemm_ok : bool, optional
         Whether cuBLAS GEMMs are reachable; default: ask :mod:`._panels`.
+    available_bytes : int, optional
+        Device memory to size the panels with; default: ask :mod:`._panels`.
 
     Returns
     -------
     Plan
     """
+    if route not in (None, *ROUTES):
+        raise ValueError(f"route must be one of {ROUTES} or None; got {route!r}")
     dtype = np.dtype(dtype)
-
-    limit = _conditioning.GRAM_LIMITS[dtype]  # the accuracy bar of the input's dtype
-
-    def accurate(wd: type) -> bool:
-        return _conditioning.gram_condition(np.dtype(wd), max_sqn, sigma) <= limit
-
-    want_panel = D >= PANEL_MIN_D if _FORCE_ROUTE is None else _FORCE_ROUTE == "panel"
+    G, N, D = (int(n) for n in shape)
+    work = _conditioning.distance_precision(dtype, max_sqn, sigma)
+    if work is None:
+        return Plan("fused", dtype, False, 0, False)
+    # Routed by the calibrated instruction model (asv_benchmarks/gpu_model.py),
+    # not by a constant: it predicts which route is faster for this (N, D, dtype).
+    want_panel = (not _fused.fused_beats_panels(N, D, work) if route is None
+                  else route == "panel")
     if want_panel and (_panels.gemm_available() if gemm_ok is None else gemm_ok):
-        candidates = [np.dtype(np.float64)]
-        if dtype == np.float32 and _panels.float32_gemm_is_fp32():
-            candidates.insert(0, dtype)
-        for wd in candidates:
-            if accurate(wd):
-                return Plan("panel", wd, True)
-    return Plan("fused", dtype, accurate(dtype))
-
-
-def _numpy_incompatibility() -> str | None:
-    """Why the installed numba-cuda cannot compile with the installed NumPy, if it cannot.
-
-    numba-cuda <= 0.30.4 registers an overload for ``np.row_stack`` when its
-    array module loads (at the first kernel compilation); NumPy 2.5 removed
-    that alias, so every compilation fails with an AttributeError.
-    """
-    if hasattr(np, "row_stack"):
-        return None
-    try:
-        spec = importlib.util.find_spec("numba.cuda.np.arrayobj")
-        source = Path(spec.origin).read_text() if spec and spec.origin else ""
-    except (ImportError, OSError, ValueError):
-        return None
-    if "np.row_stack" not in source:
-        return None
-    try:
-        from importlib.metadata import version
-        nc = f"numba-cuda {version('numba-cuda')}"
-    except Exception:
-        nc = "this numba-cuda"
-    return (f"{nc} needs numpy.row_stack, which NumPy {np.__version__} removed, so no "
-            "kernel can compile; install NumPy < 2.5 (pip install 'numpy<2.5', as "
-            "pip install 'kdentropy[cuda]' does) or a numba-cuda release that supports "
-            "NumPy 2.5")
+        if work == np.float32 and not _panels.float32_gemm_is_fp32():
+            work = np.dtype(np.float64)  # accurate wherever float32 was
+        rows, cached = _panels.panel_plan(G, N, work, available_bytes)
+        return Plan("panel", work, True, rows, cached)
+    return Plan("fused", np.dtype(work), True, 0, False)
 
 
 def unavailable_reason() -> str | None:
@@ -152,30 +158,22 @@ def unavailable_reason() -> str | None:
     Returns
     -------
     str or None
-        ``None`` when numba-cuda finds a usable GPU (driver, device and the
+        ``None`` when the compiler finds a usable GPU (driver, device and the
         NVVM compiler) or the CUDA simulator is enabled; otherwise a one-line
         explanation naming what is missing and how to fix it.
     """
     if SIMULATOR:  # the simulator runs the kernels as Python: no compilation
         return None
-    clash = _numpy_incompatibility()
-    if clash is not None:
-        return clash
     try:
         if cuda.is_available():
             return None
     except Exception as exc:  # a broken installation must not escape as a crash
-        return f"numba-cuda could not query the GPU ({exc})"
-    try:
-        from numba.cuda.cudadrv import driver
-        error = getattr(driver.driver, "initialization_error", None)
-    except Exception as exc:
-        error = str(exc)
+        return f"{COMPILER} could not query the GPU ({exc})"
+    error = driver_initialization_error()
     if error:
-        error = " ".join(str(error).split())  # the driver's message spans lines
         return (f"no usable CUDA driver or GPU ({error}); set "
                 "NUMBA_ENABLE_CUDASIM=1 to run the kernels on the CPU simulator")
-    return ("the CUDA driver and GPU were found but numba-cuda cannot compile for them "
+    return (f"the CUDA driver and GPU were found but {COMPILER} cannot compile for them "
             "(NVVM/NVRTC missing); install the toolkit pieces with "
             "pip install 'numba-cuda[cu12]' or 'numba-cuda[cu13]'")
 
@@ -190,10 +188,16 @@ class SoftPatterns:
         Soft patterns in the compute dtype.
     kind : {"numpy", "cupy", "numba"}
         The kind of array X was; the gradient is returned as the same kind.
+    bad : device int32 array, shape (1,)
+        Set where X held NaN or infinity; read with the call's first copy to the host.
+    stream : stream
+        The stream the whole call runs on.
     """
 
     S: Any
     kind: str
+    bad: Any
+    stream: Any
 
 
 def soft_patterns(X: Any, temperature: float, threshold: float) -> SoftPatterns:
@@ -212,29 +216,37 @@ def soft_patterns(X: Any, temperature: float, threshold: float) -> SoftPatterns:
     Returns
     -------
     SoftPatterns
+        NaN and infinity in X are reported by :func:`soft_counts_and_grad`,
+        which reads the flag with its first copy to the host.
 
     Raises
     ------
     TypeError
         If a device X is complex or not numeric, or not a device array.
-    ValueError
-        If X holds NaN or infinity.
     """
+    stream = call_stream()
     if isinstance(X, np.ndarray):
-        arr, kind, dtype = cuda.to_device(X), "numpy", np.dtype(X.dtype)
+        arr, kind, dtype = to_device(X, stream), "numpy", np.dtype(X.dtype)
     else:
-        arr, kind = as_numba_device_array(X)
+        arr, kind = as_numba_device_array(X, stream)
         dtype = _validation.compute_dtype(arr.dtype)
         _validation.pattern_shape(arr.shape)
-    return SoftPatterns(_elementwise.soft_patterns(arr, dtype, temperature, threshold), kind)
+    S, bad = _elementwise.soft_patterns(arr, dtype, temperature, threshold, stream)
+    return SoftPatterns(S, kind, bad, stream)
 
 
-def _trivial(S: Any, want_grad: bool) -> tuple[np.ndarray, Any]:
+def _raise_if_bad(bad: bool) -> None:
+    if bad:
+        raise ValueError("X must not contain NaN or infinity")
+
+
+def _trivial(S: SoftPatterns, want_grad: bool) -> tuple[np.ndarray, Any]:
     """Counts and sums when no pair work is needed: N = 1, D = 0 or G = 0."""
-    G, N, D = (int(n) for n in S.shape)
+    _raise_if_bad(_elementwise.read_flag(S.bad, S.stream))
+    G, N, D = (int(n) for n in S.S.shape)
     # Without cells every pattern equals every other: K_ij = 1.
     C0 = np.full((G, N), float(N - 1) if D == 0 else 0.0)
-    V = cuda.to_device(np.zeros((G, N, D))) if want_grad else None
+    V = to_device(np.zeros((G, N, D)), S.stream) if want_grad else None
     return C0, V
 
 
@@ -259,31 +271,82 @@ def soft_counts_and_grad(S: SoftPatterns, sigma: float,
         Host off-diagonal soft counts ``sum_{j != i} K_ij``.
     V : device array of float64, shape (G, N, D), or None
         ``sum_j K_ij (g_i + g_j) (S_i - S_j)``.
+
+    Raises
+    ------
+    ValueError
+        If X held NaN or infinity.
     """
-    Sd = S.S
+    Sd, stream = S.S, S.stream
     G, N, D = (int(n) for n in Sd.shape)
     want_grad = coefficients is not None
     if G == 0 or N == 1 or D == 0:
-        return _trivial(Sd, want_grad)
-    mean, sqn = _elementwise.column_stats(Sd)
-    how = plan(Sd.dtype, D, float(sqn.copy_to_host().max()), sigma)
+        return _trivial(S, want_grad)
+    mean, sqn = _elementwise.column_stats(Sd, stream)
+    bad, max_sqn = _elementwise.call_header(S.bad, sqn, stream)
+    _raise_if_bad(bad)
+    how = plan(Sd.dtype, (G, N, D), max_sqn, sigma)
     # Direct differences need no centring; Gram forms need it (smaller norms,
     # smaller cancellation) and may run in float64 for float32 input.
-    Sc = _elementwise.centered(Sd, mean, how.work_dtype) if how.gram else Sd
+    Sc = _elementwise.centered(Sd, mean, how.work_dtype, stream) if how.gram else Sd
     if how.route == "panel":
-        panels = _panels.PanelPlan(G, N, D, how.work_dtype)
-        C0 = _panels.counts(Sc, sqn, sigma, panels).copy_to_host()
+        panels = _panels.PanelPlan(how.panel_rows, how.kcache)
+        buf = _panels.buffer(G, N, how.work_dtype, panels)
+        C0 = to_host(_panels.counts(Sc, sqn, sigma, panels, buf, stream), stream)
     else:
-        C0 = _fused.counts(Sc, sqn, sigma, how.gram).copy_to_host()
+        with _on_default_stream(stream):
+            C0 = to_host(_fused.counts(Sc, sqn, sigma, how.gram), cuda.default_stream())
     if not want_grad:
         return C0, None
+    g = np.asarray(coefficients(C0))
     # Rounded once to the work dtype: the kernels form the weights in it.
-    coef = cuda.to_device(np.ascontiguousarray(coefficients(C0), dtype=how.work_dtype))
-    if how.route == "panel":
-        V = _panels.weighted_sums(Sc, sqn, coef, sigma, panels)
-    else:
-        V = _fused.weighted_sums(Sc, sqn, coef, sigma, how.gram)
+    coef = to_device(np.ascontiguousarray(g, dtype=how.work_dtype), stream)
+    if how.route != "panel":
+        with _on_default_stream(stream):
+            V = _fused.weighted_sums(Sc, sqn, coef, sigma, how.gram)
+        return C0, V
+    V, rowsum = _panels.weighted_sums(Sc, sqn, coef, sigma, panels, buf, stream)
+    if how.work_dtype == np.float32:
+        _redo_cancelled_populations(Sd, mean, sqn, g, sigma, V, rowsum, stream)
     return C0, V
+
+
+def _redo_cancelled_populations(Sd: Any, mean: Any, sqn: Any, g: np.ndarray, sigma: float,
+                                V: Any, rowsum: Any, stream: Any) -> None:
+    """Redo pass 2 in float64 for the populations whose float32 ``rowsum Sc - W Sc`` cancelled.
+
+    Tight clusters make ``S_i - S_j`` far smaller than ``Sc``; the rule and
+    its limit are the cpu backend's (:mod:`.._conditioning`).
+    """
+    norms = _elementwise.pair_sum_norms(rowsum, sqn, V, stream)
+    redo = [p for p, (sub, res) in enumerate(norms)
+            if not _conditioning.float32_pair_sums_are_accurate(float(sub), float(res))]
+    if not redo:
+        return
+    N = int(Sd.shape[1])
+    f64 = np.dtype(np.float64)
+    Sc = _elementwise.centered(Sd, mean, f64, stream)
+    panels = _panels.panel_plan(1, N, f64)._replace(cached=False)
+    buf = _panels.buffer(1, N, f64, panels)
+    coef = to_device(np.ascontiguousarray(g, dtype=f64), stream)
+    _panels.weighted_sums(Sc, sqn, coef, sigma, panels, buf, stream, populations=redo, V=V,
+                          rowsum=rowsum)
+
+
+@contextlib.contextmanager
+def _on_default_stream(stream: Any) -> Iterator[None]:
+    """Order the fused route's launches, made on Numba's default stream, with the call's stream.
+
+    ``_fused`` takes no stream yet: when the call runs on another stream, the
+    host waits for that stream before the launches and for the default
+    stream after them. (Nothing waits when the call's stream is the default.)
+    """
+    other = stream_handle(stream) != 0
+    if other:
+        stream.synchronize()
+    yield
+    if other:
+        cuda.default_stream().synchronize()
 
 
 def input_grad(S: SoftPatterns, V: Any, temperature: float, factor: float,
@@ -296,5 +359,5 @@ def input_grad(S: SoftPatterns, V: Any, temperature: float, factor: float,
         A CuPy array for CuPy input, a NumPy array for host input, a Numba
         device array otherwise.
     """
-    out = _elementwise.chain_rule(V, S.S, temperature, factor)
-    return to_kind(out.reshape(shape), S.kind)
+    out = _elementwise.chain_rule(V, S.S, temperature, factor, S.stream)
+    return to_kind(out.reshape(shape), S.kind, S.stream)

@@ -1,4 +1,17 @@
-"""Launch geometry, the simulator switch and array-kind conversions shared by the CUDA modules."""
+"""Launch geometry, the stream of a call and array-kind conversions shared by the CUDA modules.
+
+One stream
+----------
+Every kernel, copy and GEMM of one call runs on one stream, the caller's
+current CuPy stream (:func:`call_stream`; Numba's default stream when CuPy
+was never imported, and always under the simulator), so they are ordered
+without host synchronisation and in order with the caller's own CuPy work.
+Device arrays are never *bound* to that stream: the stream goes explicitly
+to each launch and copy instead. A bound array would name its stream in
+``__cuda_array_interface__``, and CuPy and Numba synchronise the host on a
+stream named there whenever they import such an array; views that pass
+between the two libraries go through :class:`Unsynced`, which names none.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +20,8 @@ import sys
 from typing import Any
 
 import numpy as np
-from numba import cuda
 
-
-def _simulator_enabled() -> bool:
-    try:
-        from numba.cuda.core import config
-    except ImportError:  # older numba-cuda keeps the flag in numba's own config
-        from numba.core import config
-    return bool(getattr(config, "ENABLE_CUDASIM", False))
-
-
-#: Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` before Numba was imported).
-SIMULATOR = _simulator_enabled()
+from ._compiler import SIMULATOR, cuda
 
 # The simulator runs one Python thread per CUDA thread: tiny blocks keep it fast
 # and make small test problems span several blocks.
@@ -45,12 +47,75 @@ def multiprocessors() -> int:
         return 80
 
 
+#: What :func:`free_device_bytes` reports under the simulator: little, so that
+#: test problems span several Gram panels unless a test raises it.
+SIMULATED_FREE_BYTES = 2048
+
+
 def free_device_bytes() -> int:
-    """Free device memory in bytes (a nominal 1 GiB under the simulator)."""
+    """Free device memory in bytes, as the driver reports it (:data:`SIMULATED_FREE_BYTES` simulated)."""
     if SIMULATOR:
-        return 2**30
+        return SIMULATED_FREE_BYTES
     free, _total = cuda.current_context().get_memory_info()
     return int(free)
+
+
+# CUDA's handles of the legacy default stream: 0 in the driver API, 1 in
+# ``__cuda_array_interface__`` (version 3).
+_LEGACY_DEFAULT = (0, 1)
+
+
+def call_stream() -> Any:
+    """The stream one call runs on: the caller's current CuPy stream, else Numba's default stream.
+
+    CuPy is only consulted when the caller (or the panel route) has imported
+    it already; without it there is no other stream to be ordered with.
+    """
+    cupy = None if SIMULATOR else sys.modules.get("cupy")
+    if cupy is None:
+        return cuda.default_stream()
+    ptr = int(cupy.cuda.get_current_stream().ptr)
+    return cuda.default_stream() if ptr in _LEGACY_DEFAULT else cuda.external_stream(ptr)
+
+
+def stream_handle(stream: Any) -> int:
+    """The driver handle of a Numba stream (0: the legacy default stream)."""
+    handle = getattr(stream, "handle", 0)
+    return int(getattr(handle, "value", handle) or 0)
+
+
+class Unsynced:
+    """``__cuda_array_interface__`` of a device array without its stream (see the module notes).
+
+    Only for arrays whose pending work is on the call's stream: importing the
+    view then needs no synchronisation. Keeps the array alive.
+    """
+
+    def __init__(self, array: Any) -> None:
+        self._array = array
+        interface = dict(array.__cuda_array_interface__)
+        interface.pop("stream", None)
+        interface["version"] = 3
+        self.__cuda_array_interface__ = interface
+
+
+def empty(shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised Numba device array, not bound to any stream."""
+    return cuda.device_array(shape, dtype=dtype)
+
+
+def to_device(a: np.ndarray, stream: Any) -> Any:
+    """Copy a host array to a new device array, ordered on ``stream`` (not bound to it)."""
+    d = empty(a.shape, a.dtype)
+    d.copy_to_device(np.ascontiguousarray(a), stream=stream)
+    return d
+
+
+def to_host(a: Any, stream: Any) -> np.ndarray:
+    """Copy a device array to the host after the work queued on ``stream`` (waits for it)."""
+    out = a.copy_to_host(stream=stream)
+    stream.synchronize()
+    return out
 
 
 def host_view(a: Any) -> np.ndarray:
@@ -58,8 +123,11 @@ def host_view(a: Any) -> np.ndarray:
     return a._ary if hasattr(a, "_ary") else np.asarray(a)
 
 
-def as_numba_device_array(X: Any) -> tuple[Any, str]:
+def as_numba_device_array(X: Any, stream: Any) -> tuple[Any, str]:
     """A Numba (or simulated) device-array view of ``X`` and the kind of array it came from.
+
+    ``X`` is read on ``stream``: the view waits for the stream that X names
+    only when that is another stream.
 
     Returns
     -------
@@ -73,24 +141,31 @@ def as_numba_device_array(X: Any) -> tuple[Any, str]:
         If ``X`` is not a device array, or is a foreign GPU array while the
         simulator is on.
     """
-    if getattr(X, "__cuda_ndarray__", False):  # Numba device array or simulator array
-        return X, "numba"
-    if hasattr(X, "__cuda_array_interface__"):
-        if SIMULATOR:
-            raise TypeError("X is a GPU array, but the CUDA simulator is enabled "
-                            "(NUMBA_ENABLE_CUDASIM=1); pass a NumPy array or a "
-                            "numba.cuda device array instead")
+    if SIMULATOR:
+        if getattr(X, "__cuda_ndarray__", False):  # a simulator array
+            return X, "numba"
+    elif cuda.is_cuda_array(X):
         kind = "cupy" if type(X).__module__.split(".")[0] == "cupy" else "numba"
-        return cuda.as_cuda_array(X), kind
+        named = X.__cuda_array_interface__.get("stream")
+        ours = stream_handle(stream)
+        same = named is None or named == ours or (named in _LEGACY_DEFAULT
+                                                  and ours in _LEGACY_DEFAULT)
+        return cuda.as_cuda_array(X, sync=not same), kind
+    if hasattr(X, "__cuda_array_interface__"):
+        raise TypeError("X is a GPU array, but the CUDA simulator is enabled "
+                        "(NUMBA_ENABLE_CUDASIM=1); pass a NumPy array or a "
+                        "numba.cuda device array instead")
     raise TypeError(f"X must be a CUDA device array; got {type(X).__name__}")
 
 
-def to_kind(a: Any, kind: str) -> Any:
-    """A device array ``a`` as the kind of array the caller passed in."""
+def to_kind(a: Any, kind: str, stream: Any) -> Any:
+    """A device array ``a`` (written on ``stream``) as the kind of array the caller passed in."""
     if kind == "numpy":
-        return a.copy_to_host()
+        return to_host(a, stream)
     if kind == "cupy":
-        return sys.modules["cupy"].asarray(a)  # zero copy; keeps ``a`` alive
+        # Zero copy, keeps ``a`` alive; no synchronisation: the caller's
+        # later CuPy work runs on the same stream.
+        return sys.modules["cupy"].asarray(Unsynced(a))
     return a
 
 

@@ -1,8 +1,10 @@
 """Element-wise and O(N·D) kernels: soft patterns, centring statistics, partial sums, chain rule.
 
-All of them are grid-stride loops over independent items, so every value is
-computed by one thread in a fixed order: the results do not depend on the
-launch geometry and are bit-identical from run to run.
+All but the two one-block reductions are grid-stride loops over independent
+items, so every value is computed by one thread in a fixed order: the
+results do not depend on the launch geometry and are bit-identical from run
+to run. The reductions (:func:`call_header`, :func:`pair_sum_norms`) add in a
+fixed tree order. Every launch and copy runs on the caller's stream.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import cuda, float32, float64
 
 from ... import _estimator
-from ._device import SIMULATOR, elementwise_grid, try_reshape
+from ._compiler import cuda, float32, float64
+from ._device import SIMULATOR, elementwise_grid, empty, to_device, to_host, try_reshape
 
 # The sigmoid and its slope are the estimator's own scalar functions, compiled
 # for the device: the formula lives in one place for every backend.
@@ -24,6 +26,8 @@ _sigmoid_slope = cuda.jit(device=True)(_estimator.sigmoid_slope)
 
 # Rows per partial column sum; the partial sums are then added in row-chunk order.
 _COLUMN_CHUNK = 3 if SIMULATOR else 256
+# Threads of the one-block reductions (a power of two for the tree).
+_REDUCE_THREADS = 4 if SIMULATOR else 256
 
 
 @functools.cache
@@ -131,75 +135,157 @@ def _sum_partials(partial, out):
         out[m] = s
 
 
-def soft_patterns(X: Any, dtype: np.dtype, temperature: float, threshold: float) -> Any:
-    """Device ``S = sigmoid(T (X - theta))`` of shape ``(G, N, D)`` and ``dtype``.
+@cuda.jit
+def _header(bad, sqn, out):
+    # out = [bad flag, max_i sqn_i]: one block, a fixed-order tree of maxima.
+    T = _REDUCE_THREADS
+    t = cuda.threadIdx.x
+    red = cuda.shared.array(_REDUCE_THREADS, float64)
+    m = 0.0
+    for idx in range(t, sqn.size, T):
+        v = sqn[idx]
+        if v > m:
+            m = v
+    red[t] = m
+    cuda.syncthreads()
+    h = T // 2
+    while h > 0:
+        if t < h and red[t + h] > red[t]:
+            red[t] = red[t + h]
+        cuda.syncthreads()
+        h //= 2
+    if t == 0:
+        out[0] = float64(bad[0])
+        out[1] = red[0]
+
+
+@cuda.jit
+def _pair_sum_norms(rowsum, sqn, V, out):
+    # Per population g (one block each): out[g] = [sum_i rowsum_i^2 |Sc_i|^2, sum_ik V_ik^2].
+    T = _REDUCE_THREADS
+    g = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    N, D = V.shape[1], V.shape[2]
+    red = cuda.shared.array((2, _REDUCE_THREADS), float64)
+    a = 0.0
+    for i in range(t, N, T):
+        a += rowsum[g, i] * rowsum[g, i] * sqn[g, i]
+    b = 0.0
+    for idx in range(t, N * D, T):
+        i = idx // D
+        v = V[g, i, idx - i * D]
+        b += v * v
+    red[0, t] = a
+    red[1, t] = b
+    cuda.syncthreads()
+    h = T // 2
+    while h > 0:
+        if t < h:
+            red[0, t] += red[0, t + h]
+            red[1, t] += red[1, t + h]
+        cuda.syncthreads()
+        h //= 2
+    if t == 0:
+        out[g, 0] = red[0, 0]
+        out[g, 1] = red[1, 0]
+
+
+def soft_patterns(X: Any, dtype: np.dtype, temperature: float, threshold: float,
+                  stream: Any) -> tuple[Any, Any]:
+    """Device ``S = sigmoid(T (X - theta))`` of shape ``(G, N, D)`` and ``dtype``, and a NaN flag.
 
     ``X`` is a device array of shape ``(..., N, D)`` with any strides and any
     real dtype; it is read in place.
 
-    Raises
-    ------
-    ValueError
-        If X holds NaN or infinity (checked on the device; one flag comes back).
+    Returns
+    -------
+    S : device array, shape (G, N, D)
+    bad : device int32 array, shape (1,)
+        1 where X held NaN or infinity. It stays on the device: the caller
+        reads it with the next small copy (:func:`call_header`), not here.
     """
     shape = tuple(int(n) for n in X.shape)
     N, D = shape[-2:]
     G = math.prod(shape[:-2])
-    S = cuda.device_array((G, N, D), dtype=dtype)
+    S = empty((G, N, D), dtype)
+    bad = to_device(np.zeros(1, dtype=np.int32), stream)
     if S.size == 0:
-        return S
+        return S, bad
     k = kernels(np.dtype(dtype))
     T, theta = float(temperature), float(threshold)
-    bad = cuda.to_device(np.zeros(1, dtype=np.int32))
     if len(shape) == 2:
-        k["sigmoid_2d"][elementwise_grid(N * D)](X, S, 0, T, theta, bad)
+        k["sigmoid_2d"][elementwise_grid(N * D) + (stream,)](X, S, 0, T, theta, bad)
     else:
         X3 = X if len(shape) == 3 else try_reshape(X, (G, N, D))
         if X3 is not None:
-            k["sigmoid_3d"][elementwise_grid(G * N * D)](X3, S, T, theta, bad)
+            k["sigmoid_3d"][elementwise_grid(G * N * D) + (stream,)](X3, S, T, theta, bad)
         else:
             # Leading axes that cannot be merged without a copy: one launch per
             # population on its strided 2-D view (still no host round trip).
             for g, idx in enumerate(np.ndindex(*shape[:-2])):
-                k["sigmoid_2d"][elementwise_grid(N * D)](X[idx], S, g, T, theta, bad)
-    if bad.copy_to_host()[0]:
-        raise ValueError("X must not contain NaN or infinity")
-    return S
+                k["sigmoid_2d"][elementwise_grid(N * D) + (stream,)](X[idx], S, g, T, theta,
+                                                                     bad)
+    return S, bad
 
 
-def column_stats(S: Any) -> tuple[Any, Any]:
+def call_header(bad: Any, sqn: Any, stream: Any) -> tuple[bool, float]:
+    """The NaN flag of :func:`soft_patterns` and ``max sqn``, in one 16-byte copy to the host."""
+    out = empty((2,), np.float64)
+    flat = sqn.reshape(sqn.size)
+    _header[1, _REDUCE_THREADS, stream](bad, flat, out)
+    bad_flag, max_sqn = to_host(out, stream)
+    return bool(bad_flag), float(max_sqn)
+
+
+def read_flag(bad: Any, stream: Any) -> bool:
+    """The NaN flag alone (calls with no pair work)."""
+    return bool(to_host(bad, stream)[0])
+
+
+def pair_sum_norms(rowsum: Any, sqn: Any, V: Any, stream: Any) -> np.ndarray:
+    """Per population, ``|rowsum_i Sc_i|`` and ``|V|`` (Frobenius norms): a ``(G, 2)`` host array.
+
+    ``sqn`` holds the squared row norms of ``Sc``, so no ``N x D`` temporary is formed.
+    """
+    G = int(V.shape[0])
+    out = empty((G, 2), np.float64)
+    _pair_sum_norms[G, _REDUCE_THREADS, stream](rowsum, sqn, V, out)
+    return np.sqrt(to_host(out, stream))
+
+
+def column_stats(S: Any, stream: Any) -> tuple[Any, Any]:
     """Column means ``(G, D)`` and squared centred row norms ``(G, N)`` of device ``S``, in float64."""
     G, N, D = S.shape
     chunks = -(-N // _COLUMN_CHUNK)
-    part = cuda.device_array((G, chunks, D), dtype=np.float64)
-    mean = cuda.device_array((G, D), dtype=np.float64)
-    sqn = cuda.device_array((G, N), dtype=np.float64)
-    _column_partials[elementwise_grid(G * chunks * D)](S, part, _COLUMN_CHUNK)
-    _column_mean[elementwise_grid(G * D)](part, mean, float(N))
-    _row_norms[elementwise_grid(G * N)](S, mean, sqn)
+    part = empty((G, chunks, D), np.float64)
+    mean = empty((G, D), np.float64)
+    sqn = empty((G, N), np.float64)
+    _column_partials[elementwise_grid(G * chunks * D) + (stream,)](S, part, _COLUMN_CHUNK)
+    _column_mean[elementwise_grid(G * D) + (stream,)](part, mean, float(N))
+    _row_norms[elementwise_grid(G * N) + (stream,)](S, mean, sqn)
     return mean, sqn
 
 
-def centered(S: Any, mean: Any, dtype: np.dtype) -> Any:
+def centered(S: Any, mean: Any, dtype: np.dtype, stream: Any) -> Any:
     """``S - mean`` as a new device array of ``dtype`` (the Gram products' precision)."""
-    Sc = cuda.device_array(S.shape, dtype=dtype)
-    kernels(np.dtype(dtype))["center"][elementwise_grid(S.size)](S, mean, Sc)
+    Sc = empty(S.shape, dtype)
+    kernels(np.dtype(dtype))["center"][elementwise_grid(S.size) + (stream,)](S, mean, Sc)
     return Sc
 
 
-def sum_partials(partial: Any, out: Any) -> None:
+def sum_partials(partial: Any, out: Any, stream: Any = 0) -> None:
     """``out = partial.sum(axis=0)`` in a fixed order, for float64 device arrays."""
     P = partial.shape[0]
     flat_in = partial.reshape(P, partial.size // P)
     flat_out = out.reshape(out.size)
-    _sum_partials[elementwise_grid(out.size)](flat_in, flat_out)
+    _sum_partials[elementwise_grid(out.size) + (stream,)](flat_in, flat_out)
 
 
-def chain_rule(V: Any, S: Any, temperature: float, factor: float) -> Any:
+def chain_rule(V: Any, S: Any, temperature: float, factor: float, stream: Any) -> Any:
     """``factor * V * sigmoid_slope(S, T)`` as a new device array like ``S``."""
-    out = cuda.device_array(S.shape, dtype=S.dtype)
+    out = empty(S.shape, S.dtype)
     if out.size:
-        kernels(np.dtype(S.dtype))["chain_rule"][elementwise_grid(out.size)](
+        kernels(np.dtype(S.dtype))["chain_rule"][elementwise_grid(out.size) + (stream,)](
             V.reshape(V.size), S.reshape(S.size), out.reshape(out.size),
             float(temperature), float(factor))
     return out

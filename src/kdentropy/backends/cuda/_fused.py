@@ -39,7 +39,7 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-from numba import cuda, float32, float64, uint32
+from ._compiler import cuda, float32, float64, uint32
 
 from ._device import MAX_GRID_Y_Z, SIMULATOR, multiprocessors, neg_kernel_scale
 from ._elementwise import sum_partials
@@ -417,3 +417,37 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any
     V = cuda.device_array((G, N, D), dtype=np.float64)
     sum_partials(partial, V)
     return V
+
+
+#: Per-pair cost on an H200 of the fused route ``a D + b`` and of the panel
+#: route ``c D + e`` (seconds), fitted by ``asv_benchmarks/gpu_floor.py --model``
+#: (least squares: fused over the SASS model of these kernels at N = 16384,
+#: D = 8..128; panel over the measured cuBLAS floors plus the epilogues' N^2
+#: traffic). Refit and replace when the kernels change.
+ROUTE_COST_FIT = {np.dtype(np.float32): (1.359e-12, 8.549e-12, 7.411e-14, 8.698e-12),
+                  np.dtype(np.float64): (3.916e-12, -3.184e-11, 6.295e-14, 1.044e-11)}
+
+
+def fused_beats_panels(N: int, D: int, dtype: np.dtype) -> bool:
+    """Whether the model predicts these fused kernels to beat the Gram-panel route.
+
+    Both routes cost about ``N^2`` times a per-pair cost linear in ``D``
+    (:data:`ROUTE_COST_FIT`), so ``N`` cancels: the fused route wins when
+    ``(a - c) D < e - b``. With the kernels above that holds only for
+    ``D < 1`` (float32) and ``D < 11`` (float64).
+
+    Parameters
+    ----------
+    N : int
+        Patterns per population (cancels out; kept for the caller's signature).
+    D : int
+        Cells per pattern.
+    dtype : dtype
+        Work dtype of the pair kernels (float32 or float64).
+
+    Returns
+    -------
+    bool
+    """
+    a, b, c, e = ROUTE_COST_FIT[np.dtype(dtype)]
+    return (a - c) * D < e - b

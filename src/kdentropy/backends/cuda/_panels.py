@@ -1,8 +1,8 @@
 """Gram panels from cuBLAS with fused numba.cuda epilogues (the route for large D).
 
 For one population and a panel of ``bp`` rows ``[i0, i1)`` against all N
-columns (``Sc``: S centred on its column mean, in the *work dtype* that the
-caller picked from the conditioning, see :func:`kdentropy.backends.cuda.plan`):
+columns (``Sc``: S centred on its column mean, in the *work dtype* that
+:mod:`.._conditioning` picked, see :func:`kdentropy.backends.cuda.plan`):
 
 1. ``Gp = Sc[i0:i1] @ Sc.T`` by one GEMM (:func:`gemm`, the only code that
    needs cuBLAS: CuPy on a GPU, ``numpy.matmul`` on the simulator's
@@ -16,12 +16,22 @@ caller picked from the conditioning, see :func:`kdentropy.backends.cuda.plan`):
    (:func:`_panel_rows`). ``rowsum`` adds exactly the stored weights that
    enter the GEMM, so no self term is left uncancelled.
 
-Workspace: one ``bp x N`` panel and a ``bp x D`` product in the work dtype,
-with ``bp`` chosen so that the panel stays under :func:`workspace_bytes`
-(``min(WORKSPACE_CAP, free device memory / 4)``). When all ``G N^2`` kernel
-values fit in that budget, pass 1 keeps them and pass 2 skips its Gram GEMM
-(two GEMMs per call instead of three). No ``N x N`` array is ever allocated
-beyond that budget.
+GEMMs and epilogues run on one stream, the caller's current CuPy stream
+(:func:`.._device.call_stream`): cuBLAS through CuPy uses it, the kernels are
+launched on it, so nothing waits on the host between them.
+
+Memory
+------
+The panel buffer comes from CuPy's memory pool (:func:`workspace`): freed
+blocks stay in the pool, so repeated calls reuse them instead of asking the
+driver for up to :data:`PANEL_BYTES_CAP` each time, and
+``cupy.get_default_memory_pool().free_all_blocks()`` returns them. The
+budget is :data:`KCACHE_FRACTION` of the *available* device memory (free in
+the driver plus free in the pool, :func:`available_bytes`). When all
+``G N^2`` kernel values fit in that budget, pass 1 keeps them (the *K cache*)
+and pass 2 skips its Gram GEMM (two GEMMs per call instead of three);
+otherwise panels of at most :data:`PANEL_BYTES_CAP` are recomputed in pass 2.
+No ``N x N`` array is ever allocated beyond that budget.
 """
 
 from __future__ import annotations
@@ -29,41 +39,83 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Any
+import warnings
+from typing import Any, NamedTuple
 
 import numpy as np
-from numba import cuda, float32, float64
 
-from ._device import SIMULATOR, elementwise_grid, free_device_bytes, host_view, neg_kernel_scale
+from ._compiler import cuda, float32, float64
+from ._device import (
+    SIMULATOR,
+    Unsynced,
+    elementwise_grid,
+    empty,
+    free_device_bytes,
+    host_view,
+    neg_kernel_scale,
+)
 
 # Threads of one epilogue block (one block per panel row); a power of two for
 # the tree reduction.
 PANEL_THREADS = 4 if SIMULATOR else 256
-#: Upper bound on the panel workspace in bytes (the simulator's is tiny so that
-#: test problems span several panels; tests raise it to exercise the K cache).
-WORKSPACE_CAP = 512 if SIMULATOR else 4 * 2**30
-
-
-def workspace_bytes() -> int:
-    """Panel budget: :data:`WORKSPACE_CAP` or a quarter of the free device memory, if smaller."""
-    return max(1, min(WORKSPACE_CAP, free_device_bytes() // 4))
+#: Largest panel buffer without the K cache, in bytes: taller panels do not
+#: make the GEMMs faster. (The simulator's is tiny so that test problems span
+#: several panels.)
+PANEL_BYTES_CAP = 512 if SIMULATOR else 4 * 2**30
+#: Share of the available device memory the panel buffer or K cache may take:
+#: half, leaving the rest to the caller and to this call's O(N D) arrays.
+KCACHE_FRACTION = 0.5
 
 
 @functools.cache
 def _cupy() -> Any:
-    import cupy
+    """CuPy, checked to reach this GPU and cuBLAS; ``None`` when it is not installed.
 
+    Raises
+    ------
+    RuntimeError
+        When CuPy is installed but cannot run here: the panel route would
+        fail, and quietly using the fused kernels instead would hide a
+        several-fold slowdown.
+    """
+    try:
+        import cupy
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "cupy":
+            return None
+        raise RuntimeError(f"CuPy is installed but cannot be imported ({exc}); reinstall "
+                           "the cupy-cuda* wheel that matches the CUDA driver, or "
+                           "uninstall CuPy to run every size on the fused kernels") from exc
+    try:
+        cupy.cuda.device.get_cublas_handle()
+    except Exception as exc:
+        raise RuntimeError(f"CuPy cannot reach cuBLAS on this GPU ({exc}); the panel route "
+                           "(the faster one for most sizes) needs it: reinstall the cupy-cuda* wheel that "
+                           "matches the CUDA driver, or uninstall CuPy to run every size "
+                           "on the fused kernels") from exc
     return cupy
 
 
+@functools.cache
+def _warn_without_cupy() -> None:
+    warnings.warn("CuPy is not installed, so the cuda backend cannot reach cuBLAS: every "
+                  "batch runs on the fused kernels, which the performance model predicts "
+                  "to be slower than Gram panels for most sizes; pip install 'kdentropy[cuda]' installs CuPy",
+                  RuntimeWarning, stacklevel=4)
+
+
 def gemm_available() -> bool:
-    """Whether :func:`gemm` can run: always on the simulator, with CuPy on a GPU."""
+    """Whether :func:`gemm` can run: always on the simulator, with CuPy on a GPU.
+
+    Warns once when CuPy is not installed; raises ``RuntimeError`` when it is
+    installed but broken (see :func:`_cupy`).
+    """
     if SIMULATOR:
         return True
-    try:
-        return bool(_cupy().cuda.is_available())
-    except Exception:  # CuPy missing or built for another CUDA: use the fused kernels
+    if _cupy() is None:
+        _warn_without_cupy()
         return False
+    return True
 
 
 def float32_gemm_is_fp32() -> bool:
@@ -75,21 +127,35 @@ def float32_gemm_is_fp32() -> bool:
     return SIMULATOR or os.environ.get("CUPY_TF32", "0") in ("", "0")
 
 
+def available_bytes() -> int:
+    """Device memory a call may draw on: free in the driver plus free blocks of CuPy's pool."""
+    free = free_device_bytes()
+    if not SIMULATOR and _cupy() is not None:
+        free += int(_cupy().get_default_memory_pool().free_bytes())
+    return free
+
+
+def workspace(shape: tuple[int, ...], dtype: Any) -> Any:
+    """A Numba view of a new array from CuPy's memory pool (a plain device array when simulated)."""
+    if SIMULATOR:
+        return empty(shape, dtype)
+    return cuda.as_cuda_array(Unsynced(_cupy().empty(shape, dtype=dtype)), sync=False)
+
+
 def gemm(A: Any, B: Any, out: Any, transpose_b: bool) -> None:
     """``out = A @ B.T`` (``transpose_b``) or ``A @ B`` for 2-D device arrays of one dtype.
 
-    The single place where the backend calls cuBLAS (through CuPy, zero copy
-    via ``__cuda_array_interface__``, on the default stream that the Numba
-    kernels use too). Under the simulator the arrays live on the host and
-    NumPy computes the product.
+    The single place where the backend calls cuBLAS: through CuPy, zero copy,
+    on CuPy's current stream, which is the call's stream. Under the simulator
+    the arrays live on the host and NumPy computes the product.
     """
     if SIMULATOR:
         b = host_view(B)
         np.matmul(host_view(A), b.T if transpose_b else b, out=host_view(out))
         return
     cp = _cupy()
-    b = cp.asarray(B)
-    cp.matmul(cp.asarray(A), b.T if transpose_b else b, out=cp.asarray(out))
+    b = cp.asarray(Unsynced(B))
+    cp.matmul(cp.asarray(Unsynced(A)), b.T if transpose_b else b, out=cp.asarray(Unsynced(out)))
 
 
 @functools.cache
@@ -170,53 +236,74 @@ def _epilogues(dtype: np.dtype) -> dict[str, Any]:
     return {"counts": panel_counts, "weights": panel_weights, "rows": panel_rows}
 
 
-class PanelPlan:
-    """Panel height and whether the kernel values of pass 1 are kept for pass 2."""
+class PanelPlan(NamedTuple):
+    """Panel height and whether pass 1's kernel values are kept for pass 2 (the K cache)."""
 
-    def __init__(self, G: int, N: int, D: int, dtype: np.dtype) -> None:
-        item = np.dtype(dtype).itemsize
-        budget = workspace_bytes()
-        self.cached = G * N * N * item <= budget
-        self.rows = N if self.cached else max(1, min(N, budget // (N * item)))
-        self.buffer = cuda.device_array((G if self.cached else 1, self.rows, N), dtype=dtype)
-
-    def panels(self, N: int) -> list[tuple[int, int]]:
-        return [(i0, min(N, i0 + self.rows)) for i0 in range(0, N, self.rows)]
-
-    def panel(self, g: int, bp: int) -> Any:
-        return self.buffer[g if self.cached else 0, :bp]
+    rows: int
+    cached: bool
 
 
-def counts(Sc: Any, sqn: Any, sigma: float, plan: PanelPlan) -> Any:
-    """Pass 1 on Gram panels: device float64 ``C0 (G, N)``."""
+def panel_plan(G: int, N: int, dtype: np.dtype, available: int | None = None) -> PanelPlan:
+    """Panels for ``G`` populations of ``N`` rows in work dtype ``dtype``.
+
+    Parameters
+    ----------
+    available : int, optional
+        Device memory to plan with; default :func:`available_bytes`.
+    """
+    item = np.dtype(dtype).itemsize
+    budget = int(KCACHE_FRACTION * (available_bytes() if available is None else available))
+    if G * N * N * item <= budget:
+        return PanelPlan(N, True)
+    return PanelPlan(max(1, min(N, min(PANEL_BYTES_CAP, budget) // (N * item))), False)
+
+
+def _panels(N: int, rows: int) -> list[tuple[int, int]]:
+    return [(i0, min(N, i0 + rows)) for i0 in range(0, N, rows)]
+
+
+def buffer(G: int, N: int, dtype: Any, plan: PanelPlan) -> Any:
+    """The panel buffer (or K cache) that :func:`counts` fills and :func:`weighted_sums` reuses."""
+    return workspace((G if plan.cached else 1, plan.rows, N), dtype)
+
+
+def counts(Sc: Any, sqn: Any, sigma: float, plan: PanelPlan, buf: Any, stream: Any) -> Any:
+    """Pass 1 on Gram panels: device float64 ``C0 (G, N)``; fills the K cache when ``plan.cached``."""
     G, N, _ = (int(n) for n in Sc.shape)
     k = _epilogues(np.dtype(Sc.dtype))["counts"]
     neg = neg_kernel_scale(sigma, Sc.dtype)
-    C0 = cuda.device_array((G, N), dtype=np.float64)
+    C0 = empty((G, N), np.float64)
     for g in range(G):
-        for i0, i1 in plan.panels(N):
-            Gp = plan.panel(g, i1 - i0)
+        for i0, i1 in _panels(N, plan.rows):
+            Gp = buf[g if plan.cached else 0, :i1 - i0]
             gemm(Sc[g, i0:i1], Sc[g], Gp, transpose_b=True)
-            k[i1 - i0, PANEL_THREADS](Gp, sqn[g], i0, neg, plan.cached, C0[g])
+            k[i1 - i0, PANEL_THREADS, stream](Gp, sqn[g], i0, neg, plan.cached, C0[g])
     return C0
 
 
-def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, plan: PanelPlan) -> Any:
-    """Pass 2 on Gram panels: device float64 ``V (G, N, D)``; ``coef`` in the work dtype."""
+def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, plan: PanelPlan, buf: Any,
+                  stream: Any, populations: Any = None, V: Any = None,
+                  rowsum: Any = None) -> tuple[Any, Any]:
+    """Pass 2 on Gram panels: device float64 ``V (G, N, D)`` and the weight sums ``rowsum (G, N)``.
+
+    ``coef`` is in the work dtype (the dtype of ``Sc``). ``populations``
+    (default all) with ``V``/``rowsum`` given recomputes only those
+    populations into the existing arrays.
+    """
     G, N, D = (int(n) for n in Sc.shape)
     ks = _epilogues(np.dtype(Sc.dtype))
     neg = neg_kernel_scale(sigma, Sc.dtype)
-    rowsum = cuda.device_array((G, N), dtype=np.float64)
-    V = cuda.device_array((G, N, D), dtype=np.float64)
-    P = cuda.device_array((plan.rows, D), dtype=Sc.dtype)
-    for g in range(G):
-        for i0, i1 in plan.panels(N):
+    rowsum = empty((G, N), np.float64) if rowsum is None else rowsum
+    V = empty((G, N, D), np.float64) if V is None else V
+    P = workspace((plan.rows, D), Sc.dtype)
+    for g in range(G) if populations is None else populations:
+        for i0, i1 in _panels(N, plan.rows):
             bp = i1 - i0
-            W = plan.panel(g, bp)
+            W = buf[g if plan.cached else 0, :bp]
             if not plan.cached:
                 gemm(Sc[g, i0:i1], Sc[g], W, transpose_b=True)
-            ks["weights"][bp, PANEL_THREADS](W, sqn[g], coef[g], i0, neg, plan.cached,
-                                             rowsum[g])
+            ks["weights"][bp, PANEL_THREADS, stream](W, sqn[g], coef[g], i0, neg, plan.cached,
+                                                     rowsum[g])
             gemm(W, Sc[g], P[:bp], transpose_b=False)
-            ks["rows"][elementwise_grid(bp * D)](rowsum[g], Sc[g], P[:bp], i0, V[g])
-    return V
+            ks["rows"][elementwise_grid(bp * D) + (stream,)](rowsum[g], Sc[g], P[:bp], i0, V[g])
+    return V, rowsum
