@@ -3,6 +3,7 @@
 Explicit Python loops over rows i, j and cells k; no vectorisation, no
 library code. Slow and obviously correct, for tiny batches only. It checks
 the ``numpy`` reference backend, which in turn is the oracle for the others.
+:func:`hard_entropy` is the same for the exact entropy (tuples and a Counter).
 
 Definitions (for one population of N patterns of D cells)::
 
@@ -17,6 +18,7 @@ Definitions (for one population of N patterns of D cells)::
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -111,3 +113,23 @@ def entropy_and_grad(X: np.ndarray, T: float, sigma: float, theta: float):
         for k in range(D):
             G[i, k] = dS[i, k] * T * S[i, k] * (1.0 - S[i, k])
     return S, C0, H, G
+
+
+# ----------------------------------------------------------------------------- hard entropy
+
+def hard_entropy(X, threshold: float = 0.5) -> float:
+    """Hard entropy in nats of one population ``(N, D)``, from the definition.
+
+    Each row becomes the tuple of its cells' ``x >= threshold``, compared as
+    Python floats (exact for float32/float64 and for integers below 2**53);
+    distinct tuples are counted with a :class:`collections.Counter` and
+    ``H = -sum_k p_k log p_k``. Nothing of ``kdentropy.hard`` is used: no
+    bit packing, no sort, no NumPy comparison, no scipy.
+    """
+    rows = [tuple(float(x) >= float(threshold) for x in row) for row in X]
+    N = len(rows)
+    H = 0.0
+    for n in Counter(rows).values():
+        p = n / N
+        H -= p * math.log(p)
+    return H

@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import entropy
 
 import kdentropy as kde
+import naive
 
 
 def counts_by_dict(B):
@@ -65,6 +66,7 @@ def test_empty_cells_is_one_pattern():
     assert kde.hard_entropy(np.zeros((5, 0))) == 0.0
     P, c = kde.pattern_counts(np.zeros((5, 0)))
     assert P.shape == (1, 0) and c.tolist() == [5]
+    assert P.dtype == np.uint8 and c.dtype == np.int64  # as for D > 0
 
 
 def test_large_batch_is_exact_in_linear_memory(rng):
@@ -107,3 +109,79 @@ def test_hard_entropy_bad_input():
         kde.hard_entropy([[0.1, 0.2]], threshold=np.inf)
     with pytest.raises(TypeError, match="complex"):
         kde.hard_entropy(np.ones((2, 2), complex))
+
+
+# ----------------------------------------------------------------------------- independent oracle
+# The tests above compare hard_entropy with scipy on pattern_counts: both go
+# through hard.binarize, so a wrong comparison there passes them. These use
+# naive.hard_entropy (tuples of ``x >= threshold`` and a Counter) instead.
+
+def _at_threshold(rng, shape, theta, dtype=np.float64):
+    """Cells drawn from {theta - 1 ulp, theta, theta + 1 ulp} of ``dtype``: every third is exactly theta."""
+    t = dtype(theta)
+    values = np.array([np.nextafter(t, dtype(-np.inf)), t, np.nextafter(t, dtype(np.inf))], dtype)
+    return values[rng.integers(0, 3, size=shape)]
+
+
+def test_a_cell_exactly_at_the_threshold_is_one():
+    # The documented rule is X >= threshold: [theta] and [theta - ulp] are two patterns.
+    theta = 0.3
+    X = np.array([[theta], [np.nextafter(theta, 0.0)]])
+    assert naive.hard_entropy(X, theta) == pytest.approx(math.log(2), rel=1e-15)
+    assert kde.hard_entropy(X, threshold=theta) == pytest.approx(math.log(2), rel=1e-15)
+    P, c = kde.pattern_counts(X, theta)
+    assert P.tolist() == [[0], [1]] and c.tolist() == [1, 1]
+    # And all equal to the threshold is one pattern of ones.
+    P, c = kde.pattern_counts(np.full((4, 3), theta), theta)
+    assert P.tolist() == [[1, 1, 1]] and c.tolist() == [4]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("theta", [0.5, 0.1, -2.75])
+def test_values_at_the_threshold_match_the_oracle(rng, dtype, theta):
+    X = _at_threshold(rng, (60, 4), theta, dtype)
+    # theta = 0.1 is not a float32: the float32 cells straddle it, none equal.
+    H = kde.hard_entropy(X, threshold=theta)
+    assert H == pytest.approx(naive.hard_entropy(X, theta), rel=1e-13, abs=0.0)
+    assert 0.5 < H < math.log(60)  # several patterns, not all distinct: a real test
+
+
+def test_float32_threshold_is_not_rounded(rng):
+    # theta = 0.1 lies between two float32 values; X >= 0.1 is decided in float64.
+    lo = np.nextafter(np.float32(0.1), np.float32(0))
+    hi = np.float32(0.1)  # 0.100000001... > 0.1
+    X = np.array([[lo], [hi], [hi], [lo]], np.float32)
+    assert kde.hard_entropy(X, threshold=0.1) == naive.hard_entropy(X, 0.1) == \
+        pytest.approx(math.log(2), rel=1e-15)
+    assert kde.hard_entropy(X, threshold=float(hi)) == naive.hard_entropy(X, float(hi))
+    # Just above hi (rounds to hi in float32): no cell reaches it, one pattern.
+    above = float(hi) + 1e-12
+    assert np.float32(above) == hi
+    assert kde.hard_entropy(X, threshold=above) == naive.hard_entropy(X, above) == 0.0
+
+
+def test_batched_base_and_normalize_match_the_oracle(rng):
+    G, M, N, D = 2, 3, 40, 6
+    theta = 0.25
+    X = _at_threshold(rng, (G, M, N, D), theta)
+    ref = np.array([[naive.hard_entropy(X[a, b], theta) for b in range(M)] for a in range(G)])
+    assert len(np.unique(ref)) > 1  # populations differ: a mixed-up batch axis shows
+    np.testing.assert_allclose(kde.hard_entropy(X, threshold=theta), ref, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(kde.hard_entropy(X, threshold=theta, base=2), ref / math.log(2),
+                               rtol=1e-13, atol=0)
+    np.testing.assert_allclose(kde.hard_entropy(X, threshold=theta, normalize=True), ref / D,
+                               rtol=1e-13, atol=0)
+    np.testing.assert_allclose(kde.hard_entropy(X, threshold=theta, base=10, normalize=True),
+                               ref / (math.log(10) * D), rtol=1e-13, atol=0)
+    # (G, N, D): one leading axis.
+    np.testing.assert_allclose(kde.hard_entropy(X[0], threshold=theta), ref[0], rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["bool", "int8", "int64"])
+def test_integer_and_bool_input_match_the_oracle(rng, kind):
+    # Integers compared with a fractional and an integral threshold (1 >= 1).
+    X = rng.integers(0, 3, size=(50, 5)) - 1
+    X = X >= 0 if kind == "bool" else X.astype(kind)
+    for theta in (0.5, 1.0, 0.0, -0.5):
+        assert kde.hard_entropy(X, threshold=theta) == \
+            pytest.approx(naive.hard_entropy(X, theta), rel=1e-13, abs=0.0)
