@@ -9,11 +9,11 @@ import sys
 import numpy as np
 
 from kdentropy.backends import cpu, reference
-from kdentropy.backends.cpu import _fused, _simd
+from kdentropy.backends.cpu import _simd, _tiles
 
 expected_bytes = int(sys.argv[1])
 assert _simd.VECTOR_BYTES == expected_bytes, _simd.VECTOR_BYTES
-assert _fused.tile_columns(np.float32) == 2 * expected_bytes // 4
+assert _tiles.tile_columns(np.float32) == 2 * expected_bytes // 4
 rng = np.random.default_rng(5)
 coef = lambda C: 1.0 / (1.0 + C)  # noqa: E731
 assert 900 * 900 * 13 > cpu._SERIAL_WORK  # the last case runs the parallel kernels

@@ -24,7 +24,10 @@ from kdentropy import backends
 
 numba = pytest.importorskip("numba")
 cpu = backends.load("cpu")
-from kdentropy.backends.cpu import _fastmath, _fused  # noqa: E402
+from kdentropy import _jit  # noqa: E402
+from kdentropy.backends.cpu import (  # noqa: E402
+    _cross, _kernel_value, _rowwise, _symmetric, _tiles,
+)
 
 T, SIGMA, THETA = 10.0, 0.5, 0.5
 
@@ -44,9 +47,9 @@ def test_tiling_does_not_change_results(rng, monkeypatch, dtype):
     X = batch(rng, 1, 75, 9, dtype=dtype)
     H0, G0 = backend_value_and_grad(cpu, X, T, SIGMA, THETA)
     H_ref, G_ref = reference_value_and_grad(X, T, SIGMA, THETA)
-    width = _fused.tile_columns(dtype)
-    for block in (width, 2 * width, _fused.BLOCK):
-        monkeypatch.setattr(_fused, "BLOCK", block)
+    width = _tiles.tile_columns(dtype)
+    for block in (width, 2 * width, _tiles.BLOCK):
+        monkeypatch.setattr(_tiles, "BLOCK", block)
         results = []
         for parallel in (False, True):
             _force(monkeypatch, parallel)
@@ -67,13 +70,13 @@ def test_tiling_does_not_change_results(rng, monkeypatch, dtype):
 def test_kept_kernel_values_equal_recomputed_ones(rng, monkeypatch, dtype):
     # Pass 2 reads the kernel values pass 1 kept (D >= CACHE_MIN_D, within
     # CACHE_BYTES) or recomputes them: the same numbers either way.
-    D = _fused.CACHE_MIN_D + 3
+    D = _symmetric.CACHE_MIN_D + 3
     X = batch(rng, 1, 150, D, dtype=dtype)
-    monkeypatch.setattr(_fused, "BLOCK", 2 * _fused.tile_columns(dtype))  # several tiles
+    monkeypatch.setattr(_tiles, "BLOCK", 2 * _tiles.tile_columns(dtype))  # several tiles
     results = []
     for budget in (0, 1 << 30):
-        monkeypatch.setattr(_fused, "CACHE_BYTES", budget)
-        passes = _fused.FusedPasses(*cpu._centered(X[0].astype(dtype), np.zeros(D), dtype))
+        monkeypatch.setattr(_symmetric, "CACHE_BYTES", budget)
+        passes = _symmetric.FusedPasses(*_rowwise.centred(X[0].astype(dtype), np.zeros(D), dtype))
         passes.counts(SIGMA, keep=True)
         assert (passes.cache.size > 0) == (budget > 0)
         results.append(backend_value_and_grad(cpu, X, T, SIGMA, THETA))
@@ -88,7 +91,7 @@ def test_block_primitives_across_tasks_and_chunks(rng, monkeypatch, dtype):
     # ragged edges on both sides, with and without the diagonal.
     import naive
 
-    monkeypatch.setattr(_fused, "BLOCK", 2 * _fused.tile_columns(dtype))
+    monkeypatch.setattr(_tiles, "BLOCK", 2 * _tiles.tile_columns(dtype))
     S = naive.soft_patterns(clustered(rng, 300, 11, noise=0.2), T, THETA)
     g = 1.0 / (1.0 + 5 * rng.random(300))
     for (a0, a1), (b0, b1), same in [((0, 150), (0, 150), True), ((0, 150), (37, 300), False),
@@ -110,10 +113,10 @@ def test_fused_passes_visit_each_pair_once(rng, monkeypatch, N, parallel):
     # With scale 0 every kernel value is 1, so C0_i = N - 1 exactly; with
     # g = 1 every weight is 2, so rowsum_i = 2 (N - 1) and
     # acc_i = 2 sum_{j != i} Sc_j, whatever the padding and the tiling.
-    monkeypatch.setattr(_fused, "BLOCK", 64)
+    monkeypatch.setattr(_tiles, "BLOCK", 64)
     S = rng.random((N, 5))
     Sc = S - S.mean(axis=0)
-    passes = _fused.FusedPasses(Sc, np.einsum("ij,ij->i", Sc, Sc), parallel)
+    passes = _symmetric.FusedPasses(Sc, np.einsum("ij,ij->i", Sc, Sc), parallel)
     np.testing.assert_array_equal(passes.counts(0.0), np.full(N, N - 1.0))
     rowsum, acc = passes.pair_sums(np.ones(N), 0.0)
     np.testing.assert_array_equal(rowsum, np.full(N, 2.0 * (N - 1)))
@@ -135,7 +138,7 @@ def test_memory_is_linear_in_N(rng):
     finally:
         tracemalloc.stop()
     # A generous 40 arrays of N x Dp (D padded to whole SIMD tiles).
-    bound = 40 * N * max(D, _fused.tile_columns(np.float32)) * 8
+    bound = 40 * N * max(D, _tiles.tile_columns(np.float32)) * 8
     assert bound < N * N * 8
     assert peak <= bound, f"peak {peak / 2**20:.0f} MiB"
     assert np.isfinite(H).all() and np.abs(G).max() > 0
@@ -143,23 +146,46 @@ def test_memory_is_linear_in_N(rng):
 
 # ----------------------------------------------------------------------------- threads
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_thread_count_does_not_change_results(rng, dtype):
+def _with_each_thread_count(compute):
+    """``compute()`` with 1, 2 and (where Numba has them) 3 threads."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba was started with a single thread")
-    X = batch(rng, 1, 1200, 12, dtype=dtype)  # above the serial size: parallel kernels
-    assert 1200 * 1200 * 12 > cpu._SERIAL_WORK
     saved = numba.get_num_threads()
     try:
-        numba.set_num_threads(1)
-        H1, G1 = backend_value_and_grad(cpu, X, T, SIGMA, THETA)
-        numba.set_num_threads(2)
-        H2, G2 = backend_value_and_grad(cpu, X, T, SIGMA, THETA)
+        results = []
+        for threads in sorted({1, 2, min(3, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            results.append(compute())
     finally:
         numba.set_num_threads(saved)
-    # Every sum has a fixed order, so the results agree exactly.
-    np.testing.assert_array_equal(H1, H2)
-    np.testing.assert_array_equal(G1, G2)
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("N, D", [(1200, 12), (700, _symmetric.CACHE_MIN_D)])
+def test_thread_count_does_not_change_results(rng, dtype, N, D):
+    # Several row tiles and chunks; at D = CACHE_MIN_D pass 2 reads the kept
+    # kernel values. Every sum has a fixed order, so the results agree exactly.
+    X = batch(rng, 1, N, D, dtype=dtype)
+    assert N * N * D > cpu._SERIAL_WORK  # the parallel kernels
+    (H1, G1), *others = _with_each_thread_count(
+        lambda: backend_value_and_grad(cpu, X, T, SIGMA, THETA))
+    for H, G in others:
+        np.testing.assert_array_equal(H, H1)
+        np.testing.assert_array_equal(G, G1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_thread_count_does_not_change_block_primitives(rng, dtype):
+    S = cpu.soft_patterns(clustered(rng, 700, 11, noise=0.2), T, THETA).astype(dtype)
+    g = 1.0 / (1.0 + 5 * rng.random(700))
+    Sa, Sb = S[:300], S[250:]
+    (C1, V1), *others = _with_each_thread_count(
+        lambda: (cpu.block_soft_counts(Sa, Sb, SIGMA, False),
+                 cpu.block_weighted_grad(Sa, g[:300], Sb, g[250:], SIGMA, False)))
+    for C, V in others:
+        np.testing.assert_array_equal(C, C1)
+        np.testing.assert_array_equal(V, V1)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -180,7 +206,7 @@ def test_auto_resolves_to_cpu_for_host_arrays(rng, monkeypatch):
 def test_exp_matches_library_exp():
     # The branch-free exp behind every kernel value, including the subnormal
     # range and exact underflow to 0.
-    exp_nonpos = _fastmath._exp_nonpos
+    exp_nonpos = _jit.exp_nonpos
 
     @numba.njit
     def apply(x, out):
@@ -202,7 +228,7 @@ def test_float32_exp_and_kernel():
     # within 2 float32 ulp of the true exp, exactly 1 at (or, through
     # cancellation, below) distance 0, and flushed to exactly 0 below
     # exp(-64), so no float32 subnormal is ever produced.
-    exp_f32, kernel = _fastmath._exp_nonpos_f32, _fastmath._kernel
+    exp_f32, kernel = _jit.exp_nonpos_f32, _kernel_value.kernel
 
     @numba.njit
     def apply(x, d2, out, k):
@@ -250,23 +276,27 @@ def test_block_primitives_take_empty_blocks(rng):
                                   np.zeros((12, 5)))
 
 
-def test_kernels_refuse_a_layout_of_another_simd_width():
+def test_kernels_refuse_columns_packed_for_another_simd_width():
     # A cached kernel built for another vector width must not read the
-    # layout with the wrong stride.
-    width = _fused.tile_columns(np.float32)
-    Sp = np.zeros((2 * width, width), np.float32)
+    # packed columns with the wrong stride.
+    width = _tiles.tile_columns(np.float32)
+    n = 2 * width
+    Sp = np.zeros((n, width), np.float32)
     wrong = np.zeros((4, width, width // 2), np.float32)  # half-width tiles
+    sqn = np.zeros(n, np.float32)
     with pytest.raises(ValueError, match="SIMD width"):
-        _fused.fused_counts(Sp, wrong, np.zeros(2 * width, np.float32), 2 * width, 1.0,
-                            2 * width, np.zeros(2 * width), np.zeros((1, 2 * width)),
-                            np.empty((0, 0, 0, 0), np.float32))
+        _symmetric.symmetric_sums(Sp, wrong, sqn, n, 1.0, n, np.empty((0, 0, 0, 0), np.float32),
+                                  np.zeros(n), np.zeros((1, n)), None, None, None, None)
+    with pytest.raises(ValueError, match="SIMD width"):
+        _cross.cross_sums(Sp, sqn, wrong, sqn, n, n, 1.0, False, n, np.zeros(n), None, None,
+                          None, None)
 
 
 def test_kept_kernel_values_need_the_same_scale(rng):
-    D = _fused.CACHE_MIN_D
+    D = _symmetric.CACHE_MIN_D
     S = rng.random((40, D))
     Sc = S - S.mean(axis=0)
-    passes = _fused.FusedPasses(Sc, np.einsum("ij,ij->i", Sc, Sc), parallel=False)
+    passes = _symmetric.FusedPasses(Sc, np.einsum("ij,ij->i", Sc, Sc), parallel=False)
     C0 = passes.counts(2.0, keep=True)
     with pytest.raises(ValueError, match="scale"):
         passes.pair_sums(1 / (1 + C0), 3.0)

@@ -16,14 +16,17 @@ and ``kdentropy.optim`` (training cell systems).
 
 import os as _os
 
-# The cpu backend alternates OpenBLAS products with Numba loops. OpenBLAS's
-# idle threads busy-wait for about 2**28 cycles after each product, taking the
-# cores from the Numba loop that follows (and its threads then slow the next
-# product): at N, D = 1024, 256 float32 an epilogue took 8.5 ms after a GEMM
-# instead of 0.4 ms, and the GEMM 28 ms instead of 12. OpenBLAS reads this
-# setting only when NumPy first loads it, so it helps only if kdentropy is
-# imported before NumPy (or the variable is set in the environment); an
-# explicit user setting always wins.
+# The cpu backend makes no BLAS call, but the code around it often does (the
+# numpy backend, the NumPy cell engine, the caller's own model), so NumPy
+# products alternate with kdentropy's Numba loops. OpenBLAS's idle threads
+# busy-wait for about 2**28 cycles after each product, taking the cores from
+# the Numba loop that follows (and Numba's threads then slow the next
+# product): at N, D = 1024, 256 float32 a Numba loop took 8.5 ms right after a
+# GEMM instead of 0.4 ms, and the GEMM 28 ms instead of 12. OpenBLAS reads
+# this setting only when NumPy first loads it, so it helps only if kdentropy
+# is imported before NumPy (or the variable is set in the environment); an
+# explicit user setting always wins. Numba's own idle threads are set to wait
+# passively in kdentropy._jit.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .entropy import (  # noqa: E402

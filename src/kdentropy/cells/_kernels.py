@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit, prange
 
-from ..backends.cpu import _serialised_on_workqueue
-from ..backends.cpu._fastmath import _exp_nonpos
+from .._jit import (
+    CONTRACT, CONTRACT_REASSOC_NSZ_ARCP, exp_nonpos, serialised_on_workqueue, sigmoid,
+)
 from ..nn import MLP
 
 if TYPE_CHECKING:
@@ -49,15 +50,14 @@ if TYPE_CHECKING:
 
 __all__ = ["supports", "rollout", "backward", "Cache"]
 
-# The roll-out's loops are elementwise over cells, which vectorise with FMA
-# contraction alone; reassociation must stay off there, since it would fold
-# the rounding trick of the branch-free exp away. The backward pass has no
-# exp, and its sums over cells vectorise only when they may be reassociated.
-# No flag assumes away inf or NaN, so both agree with the NumPy engine to
-# rounding; each run's sums are in a fixed order (fixed at compile time), so
-# results do not depend on the thread count.
-_FASTMATH = {"contract"}
-_FASTMATH_SUMS = {"reassoc", "contract", "nsz", "arcp"}
+# Fast-math flags: the roll-out's loops are elementwise over cells, which
+# vectorise with FMA contraction alone (CONTRACT); reassociation must stay off
+# there, since it would fold the rounding trick of the branch-free exp away.
+# The backward pass has no exp, and its sums over cells vectorise only when
+# they may be reassociated (CONTRACT_REASSOC_NSZ_ARCP). No flag assumes away
+# inf or NaN, so both agree with the NumPy engine to rounding; each run's sums
+# are in a fixed order (fixed at compile time), so results do not depend on
+# the thread count.
 
 # Activation codes of the compiled hidden layer.
 _ACT = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3}
@@ -77,24 +77,17 @@ def supports(net: MLP) -> bool:
     return len(net.layers) == 2 and net.output_activation == "sigmoid"
 
 
-@njit(cache=True, inline="always", fastmath=_FASTMATH)
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _tanh(z: float) -> float:
     # (1 - e) / (1 + e) with e = exp(-2|z|) <= 1, from the branch-free exp of
-    # the CPU backend, so loops vectorise (a libm exp call per value was half
+    # kdentropy._jit, so loops vectorise (a libm exp call per value was half
     # the roll-out time).
-    e = _exp_nonpos(-2.0 * abs(z))
+    e = exp_nonpos(-2.0 * abs(z))
     t = (1.0 - e) / (1.0 + e)
     return t if z >= 0.0 else -t
 
 
-@njit(cache=True, inline="always", fastmath=_FASTMATH)
-def _sigmoid(u: float) -> float:
-    e = _exp_nonpos(-abs(u))
-    s = 1.0 / (1.0 + e)
-    return s if u >= 0.0 else e * s
-
-
-@njit(cache=True, inline="always", fastmath=_FASTMATH)
+@njit(cache=True, inline="always", fastmath=CONTRACT)
 def _activate(z, code):  # noqa: ANN001, ANN202 - compiled helper
     # One loop per activation (not a branch per value), so each loop vectorises.
     D = z.shape[0]
@@ -106,10 +99,10 @@ def _activate(z, code):  # noqa: ANN001, ANN202 - compiled helper
             z[d] = max(z[d], 0.0)
     elif code == 3:
         for d in range(D):
-            z[d] = _sigmoid(z[d])
+            z[d] = sigmoid(z[d], 1.0, 0.0)
 
 
-@njit(cache=True, inline="always", fastmath=_FASTMATH_SUMS)
+@njit(cache=True, inline="always", fastmath=CONTRACT_REASSOC_NSZ_ARCP)
 def _activation_grad(y, dy, code):  # noqa: ANN001, ANN202 - compiled helper
     # dL/dz in place of dy, from the output y (as kdentropy.nn does).
     D = y.shape[0]
@@ -124,7 +117,7 @@ def _activation_grad(y, dy, code):  # noqa: ANN001, ANN202 - compiled helper
             dy[d] *= y[d] * (1.0 - y[d])
 
 
-@njit(cache=True, inline="always", fastmath=_FASTMATH_SUMS)
+@njit(cache=True, inline="always", fastmath=CONTRACT_REASSOC_NSZ_ARCP)
 def _gather(x, table, C, f):  # noqa: ANN001, ANN202 - compiled helper
     # f[k C + c, d] = x[c, table[k, d]]; x has an extra all-zero column D,
     # which the table names for "outside a bounded edge" (zero padding).
@@ -136,7 +129,7 @@ def _gather(x, table, C, f):  # noqa: ANN001, ANN202 - compiled helper
                 f[row, d] = x[c, table[k, d]]
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=CONTRACT)
 def _rollout_kernel(x0, xi, table, zpos, W1, W2, b2, rate, noise, act, keep,
                     traj, hid, out):  # noqa: ANN001, ANN202 - compiled kernel
     # x0 (N, C, D), xi (T, N, C, D), table (K, D) padded, zpos (H, D) = b1 + the
@@ -175,7 +168,7 @@ def _rollout_kernel(x0, xi, table, zpos, W1, W2, b2, rate, noise, act, keep,
                         u[d] += w * z[h, d]
                 xn = traj[t + 1, n, c]
                 for d in range(D):
-                    s = _sigmoid(u[d])
+                    s = sigmoid(u[d], 1.0, 0.0)
                     if keep:
                         out[t, n, c, d] = s
                     # rate 1 uses s itself, as the NumPy engine does.
@@ -186,7 +179,7 @@ def _rollout_kernel(x0, xi, table, zpos, W1, W2, b2, rate, noise, act, keep,
                 xn[D] = 0.0
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH_SUMS)
+@njit(parallel=True, cache=True, fastmath=CONTRACT_REASSOC_NSZ_ARCP)
 def _backward_kernel(g_final, traj, hid, out, table, pos, W1, W2, rate, noise, act,
                      G):  # noqa: ANN001, ANN202 - compiled kernel
     # g_final (N, C, D); G (N, n_params) receives each run's gradient in the
@@ -303,9 +296,9 @@ def _tables(system: CellSystem, params: np.ndarray):  # noqa: ANN202 - private
     return table, pos, np.ascontiguousarray(W1), b1, np.ascontiguousarray(W2), b2
 
 
-# As the CPU entropy backend: the workqueue threading layer (no OpenMP or TBB)
-# must not run parallel kernels from two threads at once.
-@_serialised_on_workqueue
+# The workqueue threading layer (no OpenMP or TBB) must not run parallel
+# kernels from two threads at once.
+@serialised_on_workqueue
 def rollout(system: CellSystem, params: np.ndarray, x0: np.ndarray, xi: np.ndarray,
             keep_caches: bool, keep_trajectory: bool
             ) -> tuple[np.ndarray, np.ndarray | None, Cache | None]:
@@ -348,7 +341,7 @@ def rollout(system: CellSystem, params: np.ndarray, x0: np.ndarray, xi: np.ndarr
     return final, trajectory, Cache(traj, hid, out) if keep_caches else None
 
 
-@_serialised_on_workqueue
+@serialised_on_workqueue
 def backward(system: CellSystem, params: np.ndarray, cache: Cache, g: np.ndarray) -> np.ndarray:
     """``dL/dparams`` from ``dL/d(final states)`` and the :class:`Cache` of :func:`rollout`.
 

@@ -8,27 +8,15 @@ works on one whole batch per launch) is replaced by the host ``cpu`` backend.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
 from .. import backends
 from ..backends import Backend
 
-__all__ = ["block_backend", "add_counts", "add_weighted_grad"]
+__all__ = ["block_backend", "tile_rows", "add_counts", "add_weighted_grad"]
 
-# What computes the blocks when the requested backend has no block primitives.
+# What computes the blocks when the requested backend cannot.
 _FALLBACK = "cpu"
-
-
-
-def _declares_block_primitives(name: str) -> bool:
-    """Whether backend ``name`` has block primitives (whether or not it can run here)."""
-    try:
-        module: Backend = importlib.import_module(backends.REGISTRY[name])  # type: ignore
-    except ImportError:  # its optional dependency is missing: it computes nothing here
-        return False
-    return module.BLOCK_PRIMITIVES
 
 
 def block_backend(backend: str | None) -> Backend:
@@ -42,23 +30,19 @@ def block_backend(backend: str | None) -> Backend:
     Returns
     -------
     Backend
-        The requested backend if it has block primitives, ``cpu`` otherwise.
-        A backend that lacks them is replaced whether or not it could run
-        here (``cuda`` without a GPU also means ``cpu``): the sweep would
-        not use it either way.
+        The requested backend if it runs here and has block primitives,
+        ``cpu`` otherwise: the sweep would not use it either way (``cuda``
+        has none, so it means ``cpu`` with or without a GPU).
 
     Raises
     ------
     ValueError
-        If the name is unknown, or a backend with block primitives is
-        unavailable (:class:`~kdentropy.backends.BackendUnavailableError`).
+        If the name is unknown.
     """
     name = backends.resolve(backend, on_device=False)
     try:
         module = backends.load(name)
     except backends.BackendUnavailableError:
-        if _declares_block_primitives(name):
-            raise
         return backends.load(_FALLBACK)
     return module if module.BLOCK_PRIMITIVES else backends.load(_FALLBACK)
 

@@ -3,7 +3,7 @@
 Two methods
 -----------
 * Gram distances ``d2 = |Sc_i|^2 + |Sc_j|^2 - 2 Sc_i . Sc_j`` in fused
-  passes (:mod:`._fused`), in S's precision or, for float32 input at small
+  passes (:mod:`._symmetric`), in S's precision or, for float32 input at small
   sigma, in float64 (:mod:`.._conditioning` decides);
 * direct differences (:mod:`._direct`) where even a float64 Gram product
   would lose the kernel (sigma far below the data's spread).
@@ -15,18 +15,19 @@ Fused passes
 ------------
 Only the pairs ``i < j`` are visited (``K_ij = K_ji``), in register tiles of
 8 rows x 2 SIMD vectors of columns; nothing of size N x N, and no panel of
-pairs, is ever written to memory. For every tile one kernel forms the Gram
-block in registers (SIMD vectors as Numba values, :mod:`._simd`), turns it
-into ``K = exp(-d2 / 2 sigma^2)`` (masked to ``i < j``) and reduces it:
+pairs, is ever written to memory. For every tile one kernel (:mod:`._tiles`)
+forms the Gram block in registers (SIMD vectors as Numba values,
+:mod:`._simd`), turns it into ``K = exp(-d2 / 2 sigma^2)`` (masked to
+``i < j``) and reduces it:
 
 * pass 1 (the value) adds its row sums to the soft counts
   ``C0_i = sum_{j != i} K_ij`` of the rows and its column sums to those of
   the columns;
 * pass 2 (the gradient; value-only calls stop after pass 1) recomputes the
   tile (or reads the kernel values pass 1 kept, when the whole batch fits in
-  :data:`._fused.CACHE_BYTES` and D >= :data:`._fused.CACHE_MIN_D`), turns it
-  into weights ``w_ij = K_ij (g_i + g_j)`` (``g``: the
-  estimator's row coefficients), adds their row and column sums to
+  :data:`._symmetric.CACHE_BYTES` and D >= :data:`._symmetric.CACHE_MIN_D`),
+  turns it into weights ``w_ij = K_ij (g_i + g_j)`` (``g``: the estimator's
+  row coefficients), adds their row and column sums to
   ``rowsum`` and, again in register tiles, ``W @ Sc_cols`` to the rows'
   accumulators and ``W.T @ Sc_rows`` to the columns'; then
   ``sum_j w_ij (S_i - S_j) = rowsum_i Sc_i - acc_i``.
@@ -34,15 +35,16 @@ into ``K = exp(-d2 / 2 sigma^2)`` (masked to ``i < j``) and reduces it:
 Per pair, pass 1 costs D multiply-adds and pass 2 costs 3 D, against 2 D
 for the two dense GEMMs of the floor (``S S2^T`` then ``K S``) *over all N^2
 pairs*: the same arithmetic, without the N x N memory traffic. No BLAS call
-is made, so no core is ever handed between BLAS and Numba threads.
+is made.
 
 The block primitives used by :mod:`kdentropy.mpi` pair two different blocks
 of patterns: the same register tiles over all pairs (no symmetry), in
-parallel over rows of the first block (:func:`._fused.cross_counts`).
+parallel over rows of the first block (:func:`._cross.cross_sums`).
 
 Parallelism and determinism
 ---------------------------
-Row tiles of :data:`._fused.BLOCK` rows run one after another; inside one,
+Both passes walk the tiles in one traversal (:func:`._symmetric.symmetric_sums`):
+row tiles of :data:`._tiles.BLOCK` rows run one after another; inside one,
 column chunks of ``BLOCK`` columns run in a Numba ``prange`` loop (which
 follows ``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``). A chunk owns its
 columns' sums outright, the rows' partial sums of the chunks are reduced in
@@ -53,9 +55,9 @@ fast-math flag of the fused passes is FMA contraction, fixed at compile
 time. Row sums are summed in vectors of 2L partial sums first, so their
 last bits differ between machines with different SIMD widths (AVX2 and
 AVX-512), never between runs or thread counts on one machine. Idle Numba
-threads must not spin while user code runs BLAS between calls: importing
-this module defaults ``OMP_WAIT_POLICY`` to ``PASSIVE`` for Numba's OpenMP
-layer (see the comment there).
+threads must not spin while user code runs BLAS between calls:
+:mod:`kdentropy._jit` defaults ``OMP_WAIT_POLICY`` to ``PASSIVE`` for Numba's
+OpenMP layer.
 
 Numerics
 --------
@@ -66,7 +68,7 @@ Numerics
 * float32 input keeps ``Sc``, the dot products, ``K``, ``w`` and the
   tile products ``W @ Sc`` in float32 (twice the SIMD lanes); squared norms
   are summed in float64, then rounded. Dot products are summed in blocks of
-  64 terms (:data:`._fused._K_BLOCK`), products within one chunk (at most
+  64 terms (:mod:`._tiles`), products within one chunk (at most
   ``BLOCK`` terms), and the soft counts, ``rowsum`` and the gradient
   accumulators are float64. ``rowsum`` adds up exactly the float32 weights
   that enter ``W @ Sc``, so rounding ``w`` leaves no uncancelled self term
@@ -74,44 +76,32 @@ Numerics
   difference is too small for float32 products (tight clusters,
   :func:`_float32_sums_held`) pass 2 is redone in float64. float32 kernel
   values below ``exp(-64)`` and float64 ones below ``exp(-600)`` are set to
-  0 (no subnormals; see :func:`._fastmath._kernel`).
+  0 (no subnormals; see :func:`._kernel_value.kernel`).
 * The ``j = i`` terms are never formed (they are exactly zero in the
   gradient and exactly 1 in ``C``): ``H = log N - mean(log1p(C0))``.
-* ``exp`` is a branch-free polynomial (:func:`._fastmath._exp_nonpos`, within
-  an ulp or so of the C library's; float32 tiles use
-  :func:`._fastmath._exp_nonpos_f32`, within 2 float32 ulp), so the
+* ``exp`` is a branch-free polynomial (:func:`kdentropy._jit.exp_nonpos`,
+  within an ulp or so of the C library's; float32 tiles use
+  :func:`kdentropy._jit.exp_nonpos_f32`, within 2 float32 ulp), so the
   epilogue loops vectorise.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import threading
 from collections.abc import Callable
 
-import numba
 import numpy as np
 
+from ... import _validation
+from ..._jit import serialised_on_workqueue
 from .. import _conditioning
-
-# Numba's OpenMP threading layer spins its idle workers for milliseconds after
-# each parallel region, taking the cores from whatever runs next. Measured
-# with OMP_WAIT_POLICY=ACTIVE on 2 cores, a NumPy GEMM interleaved with
-# kdentropy calls ran 3x slower (2048 x 64: 14.7 ms instead of 5.2 ms), while
-# kdentropy gained at most 20 % at 1024 x 64. Passive waiting removes the
-# conflict. It takes effect only if the OpenMP runtime has not been loaded
-# yet (Numba loads it at its first parallel launch, not at import); an
-# explicit user setting always wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from ._direct import (  # noqa: E402
+from ._cross import cross_block_counts, cross_block_pair_sums
+from ._direct import (
     direct_counts, direct_counts_serial, direct_pair_sums, direct_pair_sums_serial,
 )
-from ._fused import FusedPasses, cross_block_counts, cross_block_pair_sums  # noqa: E402
-from ._rowwise import (  # noqa: E402  (after the OpenMP setting, before Numba runs)
-    _centered, _column_mean_of, chain_rule_flat, pair_sum_norms, pair_sums, sigmoid_flat,
+from ._rowwise import (
+    centred, chain_rule_flat, column_mean, pair_sum_norms, pair_sums, sigmoid_flat,
 )
+from ._symmetric import FusedPasses
 
 # Batches with N^2 D at most this run the serial twins of the kernels: a
 # parallel region costs ~70 us to wake the threads. Interleaved medians on
@@ -155,9 +145,7 @@ def soft_patterns(X: np.ndarray, temperature: float, threshold: float) -> np.nda
         exactly 0 or 1 (without warnings) for huge ``|X|``.
     """
     X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
-    Xc = np.ascontiguousarray(X)
+    Xc = np.ascontiguousarray(X, dtype=_validation.compute_dtype(X.dtype))
     out = np.empty(Xc.shape, dtype=Xc.dtype)
     sigmoid_flat(Xc.reshape(-1), float(temperature), float(threshold), out.reshape(-1))
     return out
@@ -173,45 +161,12 @@ def _centred_for_distances(blocks: list[np.ndarray], mean: np.ndarray, sigma: fl
     ``1 / sigma^2`` amplifies; :mod:`.._conditioning` says when that is too much.
     """
     dtype = blocks[0].dtype
-    centred = [_centered(B, mean, dtype) for B in blocks]
-    max_sqnorm = max((float(sqn.max()) for _, sqn in centred if sqn.size), default=0.0)
+    blocks_centred = [centred(B, mean, dtype) for B in blocks]
+    max_sqnorm = max((float(sqn.max()) for _, sqn in blocks_centred if sqn.size), default=0.0)
     work = _conditioning.distance_precision(dtype, max_sqnorm, sigma)
     if work is not None and work != dtype:
-        centred = [_centered(B, mean, work) for B in blocks]
-    return work, centred
-
-
-# Numba's workqueue threading layer aborts the interpreter when two Python
-# threads enter parallel regions at once; OpenMP and TBB allow it. Calls are
-# serialised where the layer is workqueue or not yet chosen (Numba picks it at
-# the first parallel launch, possibly workqueue when no other is installed).
-_WORKQUEUE_LOCK = threading.Lock()
-
-
-@functools.cache
-def _layer_allows_concurrency() -> bool:
-    """Whether the (initialised) threading layer accepts calls from several threads."""
-    return numba.threading_layer() != "workqueue"
-
-
-def _concurrent_layer() -> bool:
-    try:
-        return _layer_allows_concurrency()
-    except ValueError:  # not initialised yet (cached only once it is)
-        return False
-
-
-def _serialised_on_workqueue(func: Callable) -> Callable:
-    """Run ``func`` under a process-wide lock unless the threading layer allows concurrent calls."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        if _concurrent_layer():
-            return func(*args, **kwargs)
-        with _WORKQUEUE_LOCK:
-            return func(*args, **kwargs)
-
-    return wrapper
+        blocks_centred = [centred(B, mean, work) for B in blocks]
+    return work, blocks_centred
 
 
 def soft_counts_and_grad(S: np.ndarray, sigma: float,
@@ -236,12 +191,12 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
     V : ndarray of float64, shape (G, N, D), or None
         ``sum_j K_ij (g_i + g_j) (S_i - S_j)``.
     """
-    G_, N, D = S.shape
-    C0 = np.empty((G_, N))
-    V = np.empty((G_, N, D)) if coefficients is not None else None
+    populations, N, D = S.shape
+    C0 = np.empty((populations, N))
+    V = np.empty((populations, N, D)) if coefficients is not None else None
     # Serial code takes no threading-layer lock either.
     run = _population if N * N * max(D, 1) <= _SERIAL_WORK else _population_in_parallel
-    for p in range(G_):
+    for p in range(populations):
         run(S[p], sigma, coefficients, C0[p], None if V is None else V[p])
     return C0, V
 
@@ -251,7 +206,7 @@ def _population(S: np.ndarray, sigma: float,
                 C0: np.ndarray, V: np.ndarray | None, parallel: bool = False) -> None:
     """:func:`soft_counts_and_grad` for one population ``S`` (N, D), into ``C0`` and ``V``."""
     scale = 0.5 / (sigma * sigma)
-    mean = _column_mean_of(S)
+    mean = column_mean(S)
     work, [(Sc, sqn)] = _centred_for_distances([S], mean, sigma)
     if work is None:
         counts, pair_sums = ((direct_counts, direct_pair_sums) if parallel else
@@ -270,11 +225,10 @@ def _population(S: np.ndarray, sigma: float,
     rowsum = _weighted_pair_sums(passes, coef, scale, V)
     if work == np.float32 and not _float32_sums_held(rowsum, sqn, V):
         # Tight clusters: redo the sums in float64 (K is recomputed).
-        _weighted_pair_sums(FusedPasses(*_centered(S, mean, np.float64), parallel), coef, scale,
-                            V)
+        _weighted_pair_sums(FusedPasses(*centred(S, mean, np.float64), parallel), coef, scale, V)
 
 
-@_serialised_on_workqueue
+@serialised_on_workqueue
 def _population_in_parallel(S, sigma, coefficients, C0, V) -> None:
     """:func:`_population` with the parallel kernels."""
     _population(S, sigma, coefficients, C0, V, parallel=True)
@@ -309,7 +263,7 @@ def input_grad(S: np.ndarray, V: np.ndarray, temperature: float, factor: float,
 
 # ----------------------------------------------------------------------------- block primitives
 
-def _block_inputs(Sa: np.ndarray, Sb: np.ndarray, sigma: float):
+def _block_inputs(Sa: np.ndarray, Sb: np.ndarray, sigma: float, same_block: bool):
     """Validate two blocks of soft patterns; centre both on Sb's column mean.
 
     Returns ``(Sa, sqa, Sb, sqb)``: centred blocks in the Gram dtype and their
@@ -321,25 +275,23 @@ def _block_inputs(Sa: np.ndarray, Sb: np.ndarray, sigma: float):
     if Sa.ndim != 2 or Sb.ndim != 2 or Sa.shape[1] != Sb.shape[1]:
         raise ValueError("Sa and Sb must be 2-D with the same number of columns; "
                          f"got shapes {Sa.shape} and {Sb.shape}")
-    dtype = np.float32 if (Sa.dtype == np.float32 and Sb.dtype == np.float32) else np.float64
+    if same_block and Sa.shape[0] != Sb.shape[0]:
+        raise ValueError("same_block requires Sa and Sb to hold the same rows; "
+                         f"got {Sa.shape[0]} and {Sb.shape[0]} rows")
+    dtype = np.promote_types(_validation.compute_dtype(Sa.dtype, "Sa"),
+                             _validation.compute_dtype(Sb.dtype, "Sb"))
     Sa = np.ascontiguousarray(Sa, dtype=dtype)
     Sb = np.ascontiguousarray(Sb, dtype=dtype)
     # Every quantity is translation invariant; a caller that passes all rows
-    # as Sb (the MPI layout) centres exactly as soft_counts_and_grad does.
-    mean = _column_mean_of(Sb)
+    # as Sb (as kdentropy.mpi does) centres exactly as soft_counts_and_grad does.
+    mean = column_mean(Sb)
     work, [(Sac, sqa), (Sbc, sqb)] = _centred_for_distances([Sa, Sb], mean, sigma)
     if work is None:  # direct differences work on the blocks as given
         return Sa, None, Sb, None
     return Sac, sqa, Sbc, sqb
 
 
-def _check_same_block(same_block: bool, Sa: np.ndarray, Sb: np.ndarray) -> None:
-    if same_block and Sa.shape[0] != Sb.shape[0]:
-        raise ValueError("same_block requires Sa and Sb to hold the same rows; "
-                         f"got {Sa.shape[0]} and {Sb.shape[0]} rows")
-
-
-@_serialised_on_workqueue
+@serialised_on_workqueue
 def block_soft_counts(Sa: np.ndarray, Sb: np.ndarray, sigma: float,
                       same_block: bool) -> np.ndarray:
     """Off-diagonal soft counts ``C0_i = sum_j K(Sa_i, Sb_j)`` (float64, one per row of Sa).
@@ -361,8 +313,7 @@ def block_soft_counts(Sa: np.ndarray, Sb: np.ndarray, sigma: float,
         Streaming and tiled like :func:`soft_counts_and_grad` (no ``Na x Nb``
         matrix); float32 blocks use float32 Gram products.
     """
-    Sac, sqa, Sbc, sqb = _block_inputs(Sa, Sb, sigma)
-    _check_same_block(same_block, Sac, Sbc)
+    Sac, sqa, Sbc, sqb = _block_inputs(Sa, Sb, sigma, same_block)
     Na, D = Sac.shape
     C0 = np.zeros(Na)
     if Na == 0 or Sbc.shape[0] == 0:
@@ -374,7 +325,7 @@ def block_soft_counts(Sa: np.ndarray, Sb: np.ndarray, sigma: float,
     return cross_block_counts(Sac, sqa, Sbc, sqb, scale, same_block)
 
 
-@_serialised_on_workqueue
+@serialised_on_workqueue
 def block_weighted_grad(Sa: np.ndarray, ga: np.ndarray, Sb: np.ndarray, gb: np.ndarray,
                         sigma: float, same_block: bool) -> np.ndarray:
     """``sum_j w_ij (Sa_i - Sb_j)`` with ``w_ij = K_ij (g_i + g_j)`` (float64, like Sa).
@@ -400,8 +351,7 @@ def block_weighted_grad(Sa: np.ndarray, ga: np.ndarray, Sb: np.ndarray, gb: np.n
         Times :func:`kdentropy._estimator.gradient_factor` this is ``dH/dS``
         for the rows of Sa.
     """
-    Sac, sqa, Sbc, sqb = _block_inputs(Sa, Sb, sigma)
-    _check_same_block(same_block, Sac, Sbc)
+    Sac, sqa, Sbc, sqb = _block_inputs(Sa, Sb, sigma, same_block)
     Na, D = Sac.shape
     Nb = Sbc.shape[0]
     coef_a = np.ascontiguousarray(ga, dtype=np.float64)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._fastmath import FASTMATH, _sum, kernel_exp64, serial_twin
+from ..._jit import CONTRACT, CONTRACT_REASSOC, serial_twin
+from ._kernel_value import kernel_exp64
+from ._sums import ordered_sum
 
-# Reassociation lets LLVM vectorise the sums over j in the pass-2 loops (2.7x
-# faster at 64 x 32). Each sum runs inside one task in an order fixed when it
-# is compiled, so results stay bit-identical from run to run and independent
-# of the thread count.
-_SUM_FASTMATH = FASTMATH | {"reassoc"}
+__all__ = ["direct_counts", "direct_counts_serial", "direct_pair_sums",
+           "direct_pair_sums_serial"]
 
 
 # Rows per task: they share every pass over the transposed patterns, which
@@ -28,7 +27,7 @@ _SUM_FASTMATH = FASTMATH | {"reassoc"}
 _ROWS = 8
 
 
-@njit(inline="always", fastmath=FASTMATH, cache=True)
+@njit(inline="always", fastmath=CONTRACT, cache=True)
 def _block_sqdist(Sa, i0, i1, SbT, out):
     """``out[r, j] = |Sa[i0 + r] - Sb_j|^2`` with ``SbT = Sb.T``: the loops over j vectorise."""
     out[:] = 0.0
@@ -42,7 +41,7 @@ def _block_sqdist(Sa, i0, i1, SbT, out):
                 o[j] += t * t
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=CONTRACT, cache=True)
 def direct_counts(Sa, SbT, scale, same_block, C0):
     """``C0_i = sum_j exp(-scale |Sa_i - Sb_j|^2)`` (float64), skipping ``j = i`` in one block.
 
@@ -61,10 +60,13 @@ def direct_counts(Sa, SbT, scale, same_block, C0):
                 k[j] = kernel_exp64(-scale * k[j])
             if same_block:
                 k[i0 + r] = 0.0
-            C0[i0 + r] = _sum(k)
+            C0[i0 + r] = ordered_sum(k)
 
 
-@njit(parallel=True, fastmath=_SUM_FASTMATH, cache=True)
+# Reassociation lets LLVM vectorise the sums over j (2.7x faster at 64 x 32).
+# Each sum runs inside one task in an order fixed when it is compiled, so
+# results stay bit-identical from run to run and independent of the thread count.
+@njit(parallel=True, fastmath=CONTRACT_REASSOC, cache=True)
 def direct_pair_sums(Sa, ga, Sb, SbT, gb, scale, same_block, V):
     """``V_i = sum_j exp(-scale |Sa_i - Sb_j|^2) (g_i + g_j) (Sa_i - Sb_j)`` (float64).
 

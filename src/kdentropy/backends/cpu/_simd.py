@@ -12,7 +12,7 @@ The width is the host's widest vector register (64 bytes with AVX-512, else
 32 bytes). Every lane is one independent ``fma`` in the input's precision;
 code that sums across lanes fixes its order, so results depend on the width
 only through the order of such sums. A compiled kernel has its width built
-in (:func:`vlanes`); kernels check it against their inputs' layout, which
+in (:func:`vlanes`); kernels check it against the packing of their inputs, which
 Python derives from :data:`VECTOR_BYTES`, because a cached kernel could come
 from another machine. No bounds checks: callers guarantee that
 ``idx + lanes <= arr.size``.
