@@ -38,132 +38,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validation
-from ._validation import integer as _integer
 from ._validation import nonnegative as _nonnegative
 from ._validation import positive as _positive
 from ._validation import unit_interval as _unit_interval
+from ._schedules import SCHEDULES as _SCHEDULES
+from ._schedules import Constant, Cosine, Exponential, Schedule, as_schedule
 
 __all__ = [
     "Schedule", "Constant", "Cosine", "Exponential",
     "Optimizer", "SGD", "Adam", "AdamW",
     "from_config",
 ]
-
-
-# ----------------------------------------------------------------------------- schedules
-
-class Schedule(abc.ABC):
-    """A learning rate as a function of the 0-based step index."""
-
-    @abc.abstractmethod
-    def __call__(self, step: int) -> float:
-        """The learning rate at 0-based step ``step``."""
-
-    @abc.abstractmethod
-    def get_config(self) -> dict:
-        """JSON-serialisable constructor arguments plus ``"name"``."""
-
-    def __repr__(self) -> str:
-        cfg = self.get_config()
-        name = cfg.pop("name")
-        return f"{name}({', '.join(f'{k}={v!r}' for k, v in cfg.items())})"
-
-
-class Constant(Schedule):
-    """A fixed learning rate.
-
-    Parameters
-    ----------
-    lr : float
-        The rate, in ``(0, 10]`` (``kdentropy._validation.LR_MAX``).
-    """
-
-    def __init__(self, lr: float) -> None:
-        self.lr = _validation.bounded(lr, "lr", 0.0, _validation.LR_MAX, low_open=True)
-
-    def __call__(self, step: int) -> float:
-        return self.lr
-
-    def get_config(self) -> dict:
-        return {"name": "Constant", "lr": self.lr}
-
-
-class Cosine(Schedule):
-    """Cosine decay from ``lr`` to ``min_lr`` over ``total_steps``, after optional warm-up.
-
-    ``lr_t = min_lr + (lr - min_lr) (1 + cos(pi p)) / 2`` with ``p`` the
-    fraction of the decay phase done (clamped to 1, so the rate stays at
-    ``min_lr`` after ``total_steps``).
-
-    Parameters
-    ----------
-    lr : float
-        Peak rate, in ``(0, 10]``.
-    total_steps : int
-        Steps until the rate reaches ``min_lr``, warm-up included.
-    min_lr : float, optional
-        Final rate, ``0 <= min_lr <= lr``. Default 0.
-    warmup : int, optional
-        Steps of linear increase from ``lr / warmup`` to ``lr``. Default 0.
-    """
-
-    def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0, warmup: int = 0) -> None:
-        self.lr = _validation.bounded(lr, "lr", 0.0, _validation.LR_MAX, low_open=True)
-        self.total_steps = _integer(total_steps, "total_steps")
-        self.min_lr = _nonnegative(min_lr, "min_lr")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr must be <= lr; got {self.min_lr} > {self.lr}")
-        self.warmup = _integer(warmup, "warmup", 0)
-        if self.warmup >= self.total_steps:
-            raise ValueError(f"warmup must be < total_steps = {self.total_steps}; "
-                             f"got {self.warmup}")
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        p = min(1.0, (step - self.warmup) / (self.total_steps - self.warmup))
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * p))
-
-    def get_config(self) -> dict:
-        return {"name": "Cosine", "lr": self.lr, "total_steps": self.total_steps,
-                "min_lr": self.min_lr, "warmup": self.warmup}
-
-
-class Exponential(Schedule):
-    """Exponential decay ``lr_t = lr * gamma ** (t / decay_steps)``.
-
-    Parameters
-    ----------
-    lr : float
-        Initial rate, in ``(0, 10]``.
-    gamma : float
-        Decay factor per ``decay_steps`` steps, in (0, 1].
-    decay_steps : int, optional
-        Steps over which the rate is multiplied by ``gamma``. Default 1.
-    """
-
-    def __init__(self, lr: float, gamma: float, decay_steps: int = 1) -> None:
-        self.lr = _validation.bounded(lr, "lr", 0.0, _validation.LR_MAX, low_open=True)
-        self.gamma = _positive(gamma, "gamma")
-        if self.gamma > 1.0:
-            raise ValueError(f"gamma must be in (0, 1]; got {self.gamma}")
-        self.decay_steps = _integer(decay_steps, "decay_steps")
-
-    def __call__(self, step: int) -> float:
-        return self.lr * self.gamma ** (step / self.decay_steps)
-
-    def get_config(self) -> dict:
-        return {"name": "Exponential", "lr": self.lr, "gamma": self.gamma,
-                "decay_steps": self.decay_steps}
-
-
-_SCHEDULES = {"Constant": Constant, "Cosine": Cosine, "Exponential": Exponential}
-
-
-def _as_schedule(lr: float | Schedule) -> Schedule:
-    if isinstance(lr, Schedule):
-        return lr
-    return Constant(lr)
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -187,7 +72,7 @@ class Optimizer(abc.ABC):
 
     def __init__(self, lr: float | Schedule, clip_norm: float | None,
                  weight_decay: float) -> None:
-        self.schedule = _as_schedule(lr)
+        self.schedule = as_schedule(lr)
         self.clip_norm = None if clip_norm is None else _positive(clip_norm, "clip_norm")
         self.weight_decay = _nonnegative(weight_decay, "weight_decay")
         self.step_count = 0
