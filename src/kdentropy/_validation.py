@@ -1,9 +1,12 @@
-"""Every input check of the library and its error message, in one place.
+"""The input checks shared across kdentropy, and their wording.
 
 Each function takes the value and the name of the argument it came from, and
 returns the value in canonical form or raises a ``TypeError`` (wrong kind of
 thing) or ``ValueError`` (right kind, wrong value) that names the argument.
-Nothing else in kdentropy words an input error.
+Scalars, ranges, dtypes, pattern batches and vectors are checked here only;
+rules that belong to one structure (a checkpoint's arrays, an optimizer
+state, a cell system's shape) are checked where that structure is defined,
+with these helpers for their common parts.
 """
 
 from __future__ import annotations
