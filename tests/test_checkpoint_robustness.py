@@ -364,8 +364,12 @@ def test_cli_reports_divergence_in_one_line(tmp_path, capsys, monkeypatch):
     import kdentropy.cells as cells
 
     # The CLI builds its loss from kdentropy.cells at call time: make it diverge.
-    monkeypatch.setattr(cells, "ReproducibilityLoss",
-                        lambda *args, **kwargs: _ScaledLoss(value_scale=math.inf))
+    class Diverging(_ScaledLoss):
+        @classmethod
+        def from_params(cls, params, **options):
+            return cls(value_scale=math.inf)
+
+    monkeypatch.setattr(cells, "ReproducibilityLoss", Diverging)
     status = main(["train", "--out", str(tmp_path / "run"), "--iterations", "3", "--batch", "8",
                    "--eval-batch", "8", "--cells", "8", "--steps", "3", "--no-plot", "-q"])
     lines = capsys.readouterr().err.strip().splitlines()

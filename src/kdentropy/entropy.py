@@ -93,7 +93,6 @@ def soft_entropy(X: ArrayLike, temperature: float = DEFAULT.temperature,
     return H
 
 
-
 @_shared_doc
 def soft_entropy_grad(X: ArrayLike, temperature: float = DEFAULT.temperature,
                       sigma: float = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
@@ -115,7 +114,6 @@ def soft_entropy_grad(X: ArrayLike, temperature: float = DEFAULT.temperature,
     _, grad = compute(X, SoftParams(temperature, sigma, threshold, base, normalize), backend,
                       want_grad=True)
     return grad
-
 
 
 @_shared_doc
