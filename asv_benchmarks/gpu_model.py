@@ -345,6 +345,8 @@ def predict(spec: KernelSpec, compiled: Compiled, case: Case) -> Prediction:
 
 def seconds(p: Prediction, gpu: Gpu) -> dict[str, float]:
     """Issue-, pipe- and memory-bound times of one prediction on one GPU."""
+    if p.blocks == 0:  # a kernel variant the case does not launch
+        return {"issue": 0.0, "fp64": 0.0, "mufu": 0.0, "memory": 0.0, "efficiency": 0.0}
     # Partial last waves leave SMs idle: scale by the rounded-up wave count.
     slots = gpu.sms * p.blocks_per_sm
     waves = p.blocks / slots
@@ -484,8 +486,128 @@ def _fused_splits(_fused: Any, n_tiles: int, blocks_per_split: int,
         _fused.multiprocessors = saved
 
 
+def tile_specs(dtype: str) -> list[tuple[KernelSpec, Any]]:
+    """Specs of the Gram route's tile kernels (``_tiles``), one pair per slice width.
+
+    The host picks the slice width from D (:func:`_tiles.slice_width`); a
+    variant launches no warps on a case whose D selects another width, so
+    summing every variant's prediction gives the route's.
+    """
+    from numba import types as nt
+
+    from kdentropy.backends.cuda import _fused, _tiles
+
+    dt = np.dtype(dtype)
+    ft, f64 = getattr(nt, dtype), nt.float64
+    fma = "FFMA" if dtype == "float32" else "DFMA"
+    sh = _tiles.SHAPES[dt]
+    TH, R, RC = sh.threads, sh.regs, sh.cells
+    B, NT, PAD = sh.tile, TH * TH, _tiles.PAD
+    widths = sorted({_tiles.slice_width(D, dt) for D in range(1, sh.dchunk + 1)})
+    out = []
+    for width in widths:
+        def mine(case: Case, width: int = width) -> bool:
+            return _tiles.slice_width(case.D, dt) == width
+
+        def padded(case: Case) -> int:
+            return -(-case.D // PAD) * PAD
+
+        def n_slices(case: Case, width: int = width) -> int:
+            return -(-padded(case) // width)
+
+        def count_geo(case: Case) -> tuple[int, int, int, int, bool]:
+            saved = _fused.multiprocessors
+            _fused.multiprocessors = lambda: H200.sms
+            try:
+                return _fused.counts_geometry(case.N, case.D, case.G, dt)
+            finally:
+                _fused.multiprocessors = saved
+
+        def weighted_geo(case: Case) -> tuple[int, int, int, int, int]:
+            saved = _fused.multiprocessors
+            _fused.multiprocessors = lambda: H200.sms
+            try:
+                return _fused.weighted_geometry(case.N, case.D, case.G, dt, True)
+            finally:
+                _fused.multiprocessors = saved
+
+        def c_blocks(case: Case, mine: Callable = mine) -> float:
+            if not mine(case):
+                return 0.0
+            n, P, _, _, _ = count_geo(case)
+            return n * P * case.G
+
+        def w_blocks(case: Case, mine: Callable = mine) -> float:
+            if not mine(case):
+                return 0.0
+            n, P, _, chunks, _ = weighted_geo(case)
+            return n * P * chunks * case.G
+
+        def c_dram(case: Case, mine: Callable = mine) -> float:
+            if not mine(case):
+                return 0.0
+            _, P, _, n_off, sym = count_geo(case)
+            slices = P + (n_off if sym else 0)
+            # S once (L2 holds the re-reads), the float64 slices written and summed.
+            return case.G * case.N * (case.D * dt.itemsize + (2 * slices + 1) * 8)
+
+        def w_dram(case: Case, mine: Callable = mine) -> float:
+            if not mine(case):
+                return 0.0
+            _, P, _, _, _ = weighted_geo(case)
+            return case.G * case.N * case.D * (dt.itemsize + (2 * P + 1) * 8)
+
+        def offsets(case: Case) -> float:  # mean offsets per block
+            _, P, _, n_off, _ = count_geo(case)
+            return n_off / P
+
+        def tiles(case: Case) -> float:  # mean column tiles per block
+            n, P, _, _, _ = weighted_geo(case)
+            return n / P
+
+        def dist(case: Case, width: int = width) -> float:  # FMAs per thread and slice
+            return padded(case) / n_slices(case, width) * R * R
+
+        def apply(case: Case) -> float:
+            # Units past the chunk's cells are whole idle warps: count the busy ones.
+            _, _, _, chunks, _ = weighted_geo(case)
+            cells = min(sh.dchunk, case.D)
+            units = (B // R) * -(-cells // RC)
+            return B * R * RC * (-(-units // 32)) / (NT // 32)
+
+        counts_k = _tiles.counts_kernel(dt, width)
+        weighted_k = _tiles.weighted_kernel(dt, width)
+        c_sig = (ft[:, :, ::1], ft[::1], f64[:, ::1], f64[:, :, ::1], ft, nt.int64, nt.int64,
+                 nt.int64, nt.int64)
+        w_sig = (ft[:, :, ::1], ft[::1], f64[:, ::1], ft[:, ::1], f64[:, :, :, ::1], ft,
+                 nt.int64, nt.int64, nt.int64)
+        c_spec = KernelSpec(
+            f"tiles.counts[{dtype},kw={width}]",
+            lambda k=counts_k, sig=c_sig: (k.py_func, sig, k.targetoptions.get("launch_bounds")),
+            NT, [LoopSpec("offsets", None, offsets),
+                 LoopSpec("slices", None, n_slices),
+                 LoopSpec("distance", fma, dist)],
+            lambda c, f=c_blocks: f(c) * NT / 32, c_blocks, c_dram)
+        w_spec = KernelSpec(
+            f"tiles.weighted[{dtype},kw={width}]",
+            lambda k=weighted_k, sig=w_sig: (k.py_func, sig, k.targetoptions.get("launch_bounds")),
+            NT, [LoopSpec("column tiles", None, tiles),
+                 LoopSpec("slices", None, n_slices),
+                 LoopSpec("distance", fma, dist),
+                 LoopSpec("apply", fma, apply)],
+            lambda c, f=w_blocks: f(c) * NT / 32, w_blocks, w_dram)
+        out += [(c_spec, counts_k), (w_spec, weighted_k)]
+    return out
+
+
 def fused_specs(dtype: str, gram: bool) -> list[tuple[KernelSpec, Any]]:
-    """Specs of the tree's fused ``counts`` and ``weighted`` kernels, with their dispatchers."""
+    """Specs of the fused route's kernels, with their dispatchers.
+
+    The Gram form runs the tile kernels (:func:`tile_specs`), direct
+    differences the ``counts``/``weighted`` kernels of ``_fused``.
+    """
+    if gram:
+        return tile_specs(dtype)
     from numba import types as nt
 
     from kdentropy.backends.cuda import _fused

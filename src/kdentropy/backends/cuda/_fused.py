@@ -1,5 +1,11 @@
 """Fused, register-tiled pair kernels: no N x N value is ever written to memory.
 
+The Gram form runs the issue-efficient kernels of :mod:`._tiles` (128-bit
+shared loads, 32-bit indices, a symmetric pass 1); this module launches them
+(:func:`counts`, :func:`weighted_sums`, same signatures for both forms) and
+holds the kernels described below, which the direct-difference form runs (and
+the Gram form only when ``G N D`` reaches 2^32 elements).
+
 A thread block owns ``B = TH * R`` rows of one population and sweeps a
 contiguous split of the column tiles (``B`` columns each). Per tile, the
 ``TH x TH`` threads each hold an ``R x R`` register tile of pairs; the rows'
@@ -41,6 +47,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from ._compiler import cuda, float32, float64, uint32
 
+from . import _tiles
 from ._device import MAX_GRID_Y_Z, SIMULATOR, multiprocessors, neg_kernel_scale
 from ._elementwise import sum_partials
 
@@ -367,12 +374,63 @@ def _splits(n_tiles: int, blocks_per_split: int, bytes_per_split: int) -> tuple[
     return -(-n_tiles // per), per
 
 
+def counts_geometry(N: int, D: int, G: int, dtype: np.dtype) -> tuple[int, int, int, int, bool]:
+    """``(tiles, P, offsets per split, offsets, symmetric)`` of one tile pass-1 launch.
+
+    Symmetric (offsets ``0..n/2``, one float64 column-sum slice per offset)
+    when ``P + offsets`` slices of ``G N`` fit in :data:`SPLIT_BUFFER_BYTES`;
+    otherwise every offset, row sums only.
+    """
+    n = -(-N // _tiles.SHAPES[np.dtype(dtype)].tile)
+    gz = min(G, MAX_GRID_Y_Z)
+    slice_bytes = G * N * 8
+    target = 4 * multiprocessors()
+
+    def split(n_off: int) -> tuple[int, int]:
+        P = max(1, min(n_off, -(-target // (n * gz)), MAX_GRID_Y_Z))
+        per = -(-n_off // P)
+        return -(-n_off // per), per
+
+    n_off = n // 2 + 1
+    P, per = split(n_off)
+    if (P + n_off) * slice_bytes <= SPLIT_BUFFER_BYTES:
+        return n, P, per, n_off, True
+    P, per = split(n)
+    P = max(1, min(P, SPLIT_BUFFER_BYTES // slice_bytes))
+    per = -(-n // P)
+    return n, -(-n // per), per, n, False
+
+
+def _tile_counts(Sc: Any, sqn: Any, sigma: float) -> Any:
+    """Pass 1 of the Gram route by :func:`._tiles.counts_kernel`."""
+    G, N, D = (int(n) for n in Sc.shape)
+    dtype = np.dtype(Sc.dtype)
+    gz = min(G, MAX_GRID_Y_Z)
+    n, P, per, n_off, sym = counts_geometry(N, D, G, dtype)
+    slices = P + (n_off if sym else 0)
+    partial = cuda.device_array((slices, G, N), dtype=np.float64)
+    kernel = _tiles.counts_kernel(dtype, _tiles.slice_width(D, dtype))
+    TH = _tiles.SHAPES[dtype].threads
+    for g0 in range(0, G, gz):
+        kernel[(n, P, min(gz, G - g0)), (TH, TH)](
+            Sc, Sc.reshape(G * N * D), sqn, partial, neg_kernel_scale(sigma, dtype), n_off, per,
+            int(sym), g0)
+    if slices == 1:
+        return partial.reshape(G, N)
+    C0 = cuda.device_array((G, N), dtype=np.float64)
+    sum_partials(partial, C0)
+    return C0
+
+
 def counts(Sc: Any, sqn: Any, sigma: float, gram: bool) -> Any:
     """Pass 1: device float64 ``C0 (G, N)`` from device patterns ``Sc (G, N, D)``.
 
     ``Sc`` is centred (``gram=True``) or raw; ``sqn`` holds the float64 squared
-    norms of the centred rows (read only with ``gram=True``).
+    norms of the centred rows (read only with ``gram=True``). The Gram form
+    runs the tile kernels of :mod:`._tiles`, direct differences the kernels above.
     """
+    if gram and _tiles_fit(Sc):
+        return _tile_counts(Sc, sqn, sigma)
     G, N, D = (int(n) for n in Sc.shape)
     dtype = np.dtype(Sc.dtype)
     tl = TILINGS[dtype, "counts"]
@@ -392,25 +450,59 @@ def counts(Sc: Any, sqn: Any, sigma: float, gram: bool) -> Any:
     return C0
 
 
-def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any:
-    """Pass 2: device float64 ``V_i = sum_j K_ij (g_i + g_j) (S_i - S_j)``, shape ``(G, N, D)``.
+def _tiles_fit(Sc: Any) -> bool:
+    """Whether the tile kernels' 32-bit element offsets reach all of ``Sc``."""
+    return int(np.prod(Sc.shape)) < 2**32
 
-    ``coef`` is the device row-coefficient array ``g (G, N)`` in the dtype of ``Sc``.
+
+def weighted_geometry(N: int, D: int, G: int, dtype: np.dtype, gram: bool,
+                      tiles: bool | None = None) -> tuple[int, int, int, int, int]:
+    """``(tiles, P, tiles per split, D chunks, threads)`` of one pass-2 launch.
+
+    ``tiles`` (default: ``gram``) says whether the :mod:`._tiles` kernel runs.
+
+    Column splits ``P`` as :func:`_splits` picks them, capped so that the grid's
+    y axis (``P x chunks``) stays within :data:`MAX_GRID_Y_Z`.
     """
-    G, N, D = (int(n) for n in Sc.shape)
-    dtype = np.dtype(Sc.dtype)
-    tl = TILINGS[dtype, "weighted"]
-    n_tiles = -(-N // tl.tile)
-    n_chunks = -(-D // tl.dchunk)
+    dtype = np.dtype(dtype)
+    if gram if tiles is None else tiles:
+        sh = _tiles.SHAPES[dtype]
+        width = _tiles.slice_width(D, dtype)
+        tile, threads = sh.tile, sh.threads
+        n_chunks = -(-(-(-D // _tiles.PAD) * _tiles.PAD) // width)
+    else:
+        tl = TILINGS[dtype, "weighted"]
+        tile, threads = tl.tile, tl.threads
+        n_chunks = -(-D // tl.dchunk)
+    n_tiles = -(-N // tile)
     gz = min(G, MAX_GRID_Y_Z)
     P, per = _splits(n_tiles, n_tiles * n_chunks * gz, G * N * D * 8)
     P = max(1, min(P, MAX_GRID_Y_Z // n_chunks))
     per = -(-n_tiles // P)
-    P = -(-n_tiles // per)
+    return n_tiles, -(-n_tiles // per), per, n_chunks, threads
+
+
+def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any:
+    """Pass 2: device float64 ``V_i = sum_j K_ij (g_i + g_j) (S_i - S_j)``, shape ``(G, N, D)``.
+
+    ``coef`` is the device row-coefficient array ``g (G, N)`` in the dtype of
+    ``Sc``. The Gram form runs :func:`._tiles.weighted_kernel`.
+    """
+    G, N, D = (int(n) for n in Sc.shape)
+    dtype = np.dtype(Sc.dtype)
+    gram = bool(gram)
+    tiles = gram and _tiles_fit(Sc)
+    n_tiles, P, per, n_chunks, threads = weighted_geometry(N, D, G, dtype, gram, tiles)
+    gz = min(G, MAX_GRID_Y_Z)
     partial = cuda.device_array((P, G, N, D), dtype=np.float64)
-    kernel = kernels(dtype, gram)["weighted"]
     for g0 in range(0, G, gz):
-        kernel[(n_tiles, P * n_chunks, min(gz, G - g0)), (tl.threads, tl.threads)](
+        grid = (n_tiles, P * n_chunks, min(gz, G - g0)), (threads, threads)
+        if tiles:
+            _tiles.weighted_kernel(dtype, _tiles.slice_width(D, dtype))[grid](
+                Sc, Sc.reshape(G * N * D), sqn, coef, partial,
+                neg_kernel_scale(sigma, dtype), per, n_chunks, g0)
+            continue
+        kernels(dtype, gram)["weighted"][grid](
             Sc, sqn, coef, partial, neg_kernel_scale(sigma, dtype), per, n_chunks, g0)
     if P == 1:
         return partial.reshape(G, N, D)
@@ -423,9 +515,10 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any
 #: route ``c D + e`` (seconds), fitted by ``asv_benchmarks/gpu_floor.py --model``
 #: (least squares: fused over the SASS model of these kernels at N = 16384,
 #: D = 8..128; panel over the measured cuBLAS floors plus the epilogues' N^2
-#: traffic). Refit and replace when the kernels change.
-ROUTE_COST_FIT = {np.dtype(np.float32): (1.359e-12, 8.549e-12, 7.411e-14, 8.698e-12),
-                  np.dtype(np.float64): (3.916e-12, -3.184e-11, 6.295e-14, 1.044e-11)}
+#: traffic; the Gram route's fused kernels are those of :mod:`._tiles`).
+#: Refit and replace when the kernels change.
+ROUTE_COST_FIT = {np.dtype(np.float32): (3.130e-13, -8.930e-14, 7.411e-14, 8.698e-12),
+                  np.dtype(np.float64): (8.233e-13, 1.560e-12, 6.295e-14, 1.044e-11)}
 
 
 def fused_beats_panels(N: int, D: int, dtype: np.dtype) -> bool:
@@ -433,8 +526,8 @@ def fused_beats_panels(N: int, D: int, dtype: np.dtype) -> bool:
 
     Both routes cost about ``N^2`` times a per-pair cost linear in ``D``
     (:data:`ROUTE_COST_FIT`), so ``N`` cancels: the fused route wins when
-    ``(a - c) D < e - b``. With the kernels above that holds only for
-    ``D < 1`` (float32) and ``D < 11`` (float64).
+    ``(a - c) D < e - b``. With the tile kernels that holds for ``D < 37``
+    (float32) and ``D < 12`` (float64).
 
     Parameters
     ----------
