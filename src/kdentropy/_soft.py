@@ -17,8 +17,14 @@ import numpy as np
 from . import _estimator, _validation, backends
 from ._params import SoftParams
 
-__all__ = ["compute", "as_3d", "batch_result", "trivial_result", "entropy_value",
-           "gradient_scale"]
+__all__ = [
+    "as_3d",
+    "batch_result",
+    "compute",
+    "entropy_value",
+    "gradient_scale",
+    "trivial_result",
+]
 
 
 def batch_result(H: np.ndarray, batch_shape: tuple[int, ...]) -> Any:
@@ -73,8 +79,19 @@ def compute(X: Any, params: SoftParams, backend: str | None, want_grad: bool
     grad : ndarray, device array or None
         Same shape as X, in the compute dtype; ``None`` without ``want_grad``.
     """
-    on_device = _validation.is_device_array(X)
-    be = backends.load(backends.resolve(backend, on_device))
+    if type(X) is np.ndarray:  # a host array: a backend may take small ones in one call
+        be = backends.load(backends.resolve(backend))
+        small = getattr(be, "small_batch", None)
+        if small is not None and X.ndim >= 2 and X.shape[-2] >= 2 and X.shape[-1] >= 1:
+            N, D = X.shape[-2:]
+            done = small(X, params.temperature, params.threshold, params.sigma,
+                         gradient_scale(params, N, D) if want_grad else None)
+            if done is not None:
+                return batch_result(entropy_value(done[0], params, D), X.shape[:-2]), done[1]
+        on_device = False
+    else:
+        on_device = _validation.is_device_array(X)
+        be = backends.load(backends.resolve(backend, on_device))
     if on_device and be.DEVICE_ARRAYS:
         shape = _validation.pattern_shape(X.shape)  # the backend checks dtype and values
     else:

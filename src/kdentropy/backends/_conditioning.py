@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GRAM_LIMITS", "gram_condition", "distance_precision", "FLOAT32_PAIR_SUM_LIMIT",
-           "float32_pair_sums_are_accurate"]
+__all__ = ["GRAM_LIMITS", "gram_condition", "distance_precision", "own_precision_rule",
+           "FLOAT32_PAIR_SUM_LIMIT", "float32_pair_sums_are_accurate"]
 
 # Largest tolerated eps(gram dtype) * max|Sc|^2 / sigma^2, by input dtype.
 GRAM_LIMITS = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-10}
@@ -60,6 +60,22 @@ def distance_precision(dtype: np.dtype, max_sqnorm: float, sigma: float) -> np.d
         if finite_scale and gram_condition(gram, max_sqnorm, sigma) <= limit:
             return gram
     return None
+
+
+def own_precision_rule(dtype: np.dtype) -> tuple[float, float, float]:
+    """The numbers behind :func:`distance_precision`'s first choice, for compiled callers.
+
+    A Gram product in the input's own ``dtype`` is chosen exactly when
+    ``0.5 / sigma**2 <= largest_scale`` and
+    ``eps * max_sqnorm / (sigma * sigma) <= limit`` (evaluated left to right
+    in float64, as here).
+
+    Returns
+    -------
+    eps, limit, largest_scale : float
+    """
+    dtype = np.dtype(dtype)
+    return _EPS[dtype], GRAM_LIMITS[dtype], _MAX[dtype] / 4
 
 
 # The gradient sums are formed as ``rowsum_i Sc_i - (W @ Sc)_i``. Where rows sit

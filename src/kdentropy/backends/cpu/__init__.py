@@ -34,8 +34,18 @@ forms the Gram block in registers (SIMD vectors as Numba values,
 
 Per pair, pass 1 costs D multiply-adds and pass 2 costs 3 D, against 2 D
 for the two dense GEMMs of the floor (``S S2^T`` then ``K S``) *over all N^2
-pairs*: the same arithmetic, without the N x N memory traffic. No BLAS call
-is made.
+pairs*: the same arithmetic, without the N x N memory traffic.
+
+Routes and small batches
+------------------------
+Parallel-sized populations take one of two routes: the fused passes above,
+or BLAS Gram panels with fused epilogues (:mod:`._panels`, the backend of
+commit 79a6d26, with the same kernel flush and conditioning rule), chosen by
+:func:`._routes.choose` (``KDENTROPY_CPU_ROUTE``, this machine's calibration
+from :mod:`._calibration`, or a model fitted to measurements). Serial-sized
+batches always take the fused passes; :func:`small_batch` runs them, from X
+to dH/dX, in one compiled call (:mod:`._small`), bit-identical to the
+step-by-step protocol.
 
 The block primitives used by :mod:`kdentropy.mpi` pair two different blocks
 of patterns: the same register tiles over all pairs (no symmetry), in
@@ -94,13 +104,24 @@ import numpy as np
 from ... import _validation
 from ..._jit import serialised_on_workqueue
 from .. import _conditioning
+from . import _routes, _tiles
 from ._cross import cross_block_counts, cross_block_pair_sums
 from ._direct import (
-    direct_counts, direct_counts_serial, direct_pair_sums, direct_pair_sums_serial,
+    direct_counts,
+    direct_counts_serial,
+    direct_pair_sums,
+    direct_pair_sums_serial,
 )
+from ._panels import Panels
 from ._rowwise import (
-    centred, chain_rule_flat, column_mean, pair_sum_norms, pair_sums, sigmoid_flat,
+    centred,
+    chain_rule_flat,
+    column_mean,
+    pair_sum_norms,
+    pair_sums,
+    sigmoid_flat,
 )
+from ._small import DONE, whole_batch
 from ._symmetric import FusedPasses
 
 # Batches with N^2 D at most this run the serial twins of the kernels: a
@@ -116,8 +137,16 @@ BLOCK_PRIMITIVES = True
 BLOCK_TILE_ROWS = None
 
 __all__ = [
-    "NAME", "DEVICE_ARRAYS", "BLOCK_PRIMITIVES", "unavailable_reason", "soft_patterns",
-    "soft_counts_and_grad", "input_grad", "block_soft_counts", "block_weighted_grad",
+    "BLOCK_PRIMITIVES",
+    "DEVICE_ARRAYS",
+    "NAME",
+    "block_soft_counts",
+    "block_weighted_grad",
+    "input_grad",
+    "small_batch",
+    "soft_counts_and_grad",
+    "soft_patterns",
+    "unavailable_reason",
 ]
 
 
@@ -170,8 +199,8 @@ def _centred_for_distances(blocks: list[np.ndarray], mean: np.ndarray, sigma: fl
 
 
 def soft_counts_and_grad(S: np.ndarray, sigma: float,
-                         coefficients: Callable[[np.ndarray], np.ndarray] | None
-                         ) -> tuple[np.ndarray, np.ndarray | None]:
+                         coefficients: Callable[[np.ndarray], np.ndarray] | None,
+                         route: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Soft counts and, with ``coefficients``, the weighted pair sums of a ``(G, N, D)`` batch.
 
     Parameters
@@ -183,6 +212,11 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
     coefficients : callable or None
         Maps the soft counts of one population to its row coefficients ``g``;
         ``None`` runs pass 1 only.
+    route : {"fused", "panels"} or None
+        How Gram distances are reduced: fused register-tiled passes or BLAS
+        Gram panels. ``None`` lets :func:`._routes.choose` decide from the
+        size, dtype and thread count (batches that run serially always take
+        the fused passes). Test hook.
 
     Returns
     -------
@@ -191,19 +225,25 @@ def soft_counts_and_grad(S: np.ndarray, sigma: float,
     V : ndarray of float64, shape (G, N, D), or None
         ``sum_j K_ij (g_i + g_j) (S_i - S_j)``.
     """
+    if route is not None and route not in _routes.ROUTES:
+        raise ValueError(f"route must be one of {_routes.ROUTES} or None; got {route!r}")
     populations, N, D = S.shape
     C0 = np.empty((populations, N))
     V = np.empty((populations, N, D)) if coefficients is not None else None
     # Serial code takes no threading-layer lock either.
-    run = _population if N * N * max(D, 1) <= _SERIAL_WORK else _population_in_parallel
+    if N * N * max(D, 1) <= _SERIAL_WORK:
+        run, parallel = _population, False
+    else:
+        run, parallel = _population_in_parallel, True
     for p in range(populations):
-        run(S[p], sigma, coefficients, C0[p], None if V is None else V[p])
+        run(S[p], sigma, coefficients, C0[p], None if V is None else V[p], parallel, route)
     return C0, V
 
 
 def _population(S: np.ndarray, sigma: float,
                 coefficients: Callable[[np.ndarray], np.ndarray] | None,
-                C0: np.ndarray, V: np.ndarray | None, parallel: bool = False) -> None:
+                C0: np.ndarray, V: np.ndarray | None, parallel: bool = False,
+                route: str | None = None) -> None:
     """:func:`soft_counts_and_grad` for one population ``S`` (N, D), into ``C0`` and ``V``."""
     scale = 0.5 / (sigma * sigma)
     mean = column_mean(S)
@@ -217,7 +257,9 @@ def _population(S: np.ndarray, sigma: float,
             coef = np.asarray(coefficients(C0), np.float64)
             pair_sums(S, coef, S, ST, coef, scale, True, V)
         return
-    passes = FusedPasses(Sc, sqn, parallel)
+    if route is None:
+        route = _routes.choose(*S.shape, work, parallel)
+    passes = _passes(Sc, sqn, parallel, route)
     C0[:] = passes.counts(scale, keep=V is not None)
     if V is None:
         return
@@ -225,13 +267,21 @@ def _population(S: np.ndarray, sigma: float,
     rowsum = _weighted_pair_sums(passes, coef, scale, V)
     if work == np.float32 and not _float32_sums_held(rowsum, sqn, V):
         # Tight clusters: redo the sums in float64 (K is recomputed).
-        _weighted_pair_sums(FusedPasses(*centred(S, mean, np.float64), parallel), coef, scale, V)
+        _weighted_pair_sums(_passes(*centred(S, mean, np.float64), parallel, route), coef,
+                            scale, V)
+
+
+def _passes(Sc: np.ndarray, sqn: np.ndarray, parallel: bool, route: str):
+    """The two passes of one population on ``route`` (serial batches: always fused)."""
+    if route == "panels" and parallel:
+        return Panels(Sc, sqn)
+    return FusedPasses(Sc, sqn, parallel)
 
 
 @serialised_on_workqueue
-def _population_in_parallel(S, sigma, coefficients, C0, V) -> None:
+def _population_in_parallel(S, sigma, coefficients, C0, V, parallel=True, route=None) -> None:
     """:func:`_population` with the parallel kernels."""
-    _population(S, sigma, coefficients, C0, V, parallel=True)
+    _population(S, sigma, coefficients, C0, V, True, route)
 
 
 def _weighted_pair_sums(passes: FusedPasses, coef: np.ndarray, scale: float,
@@ -259,6 +309,61 @@ def input_grad(S: np.ndarray, V: np.ndarray, temperature: float, factor: float,
     chain_rule_flat(V.reshape(-1), S.reshape(-1), float(temperature), float(factor),
                     out.reshape(-1))
     return out.reshape(shape)
+
+
+# ----------------------------------------------------------------------------- small batches
+
+# Per compute dtype: the conditioning rule's numbers and the float32 pair-sum rule.
+_WHOLE_BATCH_RULES = {
+    np.dtype(np.float32): (_conditioning.own_precision_rule(np.float32),
+                           (_conditioning.own_precision_rule(np.float32)[0],
+                            _conditioning.FLOAT32_PAIR_SUM_LIMIT)),
+    np.dtype(np.float64): (_conditioning.own_precision_rule(np.float64), None),
+}
+
+
+def small_batch(X: np.ndarray, temperature: float, threshold: float, sigma: float,
+                factor: float | None) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Soft counts and ``dH/dX`` of a small float32/float64 host batch in one compiled call.
+
+    The same kernels, in the same order, as :func:`soft_patterns`,
+    :func:`soft_counts_and_grad` and :func:`input_grad` (bit-identical
+    results), without their Python: for the batches that run the serial
+    kernels (``N^2 D`` up to :data:`_SERIAL_WORK`) and that the conditioning
+    rule leaves in their own precision.
+
+    Parameters
+    ----------
+    X : ndarray, shape (..., N, D)
+        The batch as the caller received it (not yet validated).
+    temperature, threshold, sigma : float
+        Validated T, theta and sigma.
+    factor : float or None
+        The gradient's scale; ``None`` computes the soft counts only.
+
+    Returns
+    -------
+    (C0, grad) or None
+        ``C0`` (float64, shape ``(G, N)``) and the gradient (X's shape and
+        dtype, ``None`` without ``factor``); ``None`` when this batch needs
+        the general path (another dtype or size, values that are not finite,
+        another distance precision), which then computes it from scratch.
+    """
+    rules = _WHOLE_BATCH_RULES.get(X.dtype)
+    shape = X.shape
+    if rules is None or len(shape) < 2 or X.size == 0:
+        return None
+    N, D = shape[-2:]
+    if N < 2 or N * N * D > _SERIAL_WORK:
+        return None
+    X3 = np.ascontiguousarray(X).reshape((-1, N, D))
+    C0 = np.empty(X3.shape[:2])
+    out = np.empty(X3.shape, X.dtype)
+    status = whole_batch(X3, temperature, threshold, sigma, 0.0 if factor is None else factor,
+                         factor is not None, rules[0], rules[1], _tiles.BLOCK, C0, out)
+    if status != DONE:
+        return None
+    return C0, None if factor is None else out.reshape(shape)
 
 
 # ----------------------------------------------------------------------------- block primitives

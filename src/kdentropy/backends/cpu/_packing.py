@@ -15,12 +15,12 @@ from numba import njit
 
 from ._tiles import tile_columns
 
-__all__ = ["KEEP_BYTES", "workspace", "pad_and_pack"]
+__all__ = ["KEEP_BYTES", "workspace", "pad_and_pack", "pack"]
 
 
 @njit(cache=True)
-def _pack(Sc, sqn, Sp, Pk, sqp):
-    """Zero-padded copies: ``Sp = Sc``, ``Pk[t, k, c] = Sp[t 2L + c, k]``, ``sqp = sqn``."""
+def pack(Sc, sqn, Sp, Pk, sqp):
+    """Zero-padded copies (into arrays of the padded shapes): ``Sp = Sc``, ``Pk[t, k, c] = Sp[t 2L + c, k]``, ``sqp = sqn``."""
     N, D = Sc.shape
     Np, Dp = Sp.shape
     width = Pk.shape[2]
@@ -110,5 +110,5 @@ def pad_and_pack(Sc: np.ndarray, sqn: np.ndarray, name: str | None
         Sp = workspace(name + "p", (Np, Dp), Sc.dtype)
         Pk = workspace(name + "k", (Np // width, Dp, width), Sc.dtype)
     sqp = np.empty(Np, dtype=Sc.dtype)
-    _pack(Sc, sqn, Sp, Pk, sqp)
+    pack(Sc, sqn, Sp, Pk, sqp)
     return Sp, Pk, sqp

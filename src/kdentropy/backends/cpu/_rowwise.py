@@ -15,7 +15,7 @@ from ..._jit import CONTRACT, sigmoid
 from ._sums import add_into, ordered_sumsq
 
 __all__ = ["sigmoid_flat", "pair_sums", "pair_sum_norms", "chain_rule_flat", "centred",
-           "column_mean"]
+           "column_mean", "column_mean_into", "centre_on"]
 
 # Inner loops below always run from 0 over sliced views: Numba loops with a
 # variable start index were measured not to vectorise (3-4x slower).
@@ -34,7 +34,7 @@ def sigmoid_flat(x, temperature, threshold, out):
 
 
 @njit(cache=True)
-def _column_mean_into(S, mean):
+def column_mean_into(S, mean):
     """Column means of ``S`` in float64, rows added in order."""
     N, D = S.shape
     mean[:] = 0.0
@@ -45,7 +45,7 @@ def _column_mean_into(S, mean):
 
 
 @njit(cache=True)
-def _centre_on(S, mean, Sc, sqnorm):
+def centre_on(S, mean, Sc, sqnorm):
     """``Sc = S - mean`` (rounded to S's dtype) and ``sqnorm_i = |Sc_i|^2`` in float64."""
     N, D = S.shape
     for i in range(N):
@@ -107,14 +107,14 @@ def centred(S: np.ndarray, mean: np.ndarray, dtype: np.dtype) -> tuple[np.ndarra
     """
     Sc = np.empty(S.shape, dtype=dtype)
     sqn = np.empty(S.shape[0])
-    _centre_on(S, mean, Sc, sqn)
+    centre_on(S, mean, Sc, sqn)
     return Sc, sqn.astype(dtype, copy=False)
 
 
 def column_mean(S: np.ndarray) -> np.ndarray:
     """Column means of ``S`` (N, D) in float64, rows added in order (shape (D,))."""
     mean = np.empty(S.shape[1])
-    _column_mean_into(S, mean)
+    column_mean_into(S, mean)
     return mean
 
 
