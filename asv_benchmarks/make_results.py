@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Write ``RESULTS.md`` from asv's JSON results, so the committed numbers are never typed by hand.
 
-Run it with the interpreter that ran the benchmarks (``asv run --python=same``
-benchmarks the current environment, so its package versions are the ones
-that were measured)::
-
-    cd asv_benchmarks
-    asv run --python=same --set-commit-hash=$(git rev-parse HEAD)
-    python make_results.py
+``asv_benchmarks/run.sh`` runs asv and then this script, with the
+interpreter that ran the benchmarks (``asv run --python=same`` benchmarks the
+current environment, so its package versions are the ones that were
+measured). Besides asv's JSON it reads the run's record
+(``results/records/<commit>.jsonl``: interleaved samples, gradient errors,
+the BLAS kernel each comparison process ran) and environment file
+(``results/records/<commit>-environment.json``). ``--check`` exits 1 unless
+RESULTS.md was measured with HEAD's kernel sources.
 
 By default it picks the most recent results file (``results/<machine>/<commit
 prefix>-<environment>.json``) that holds the soft-entropy timings, i.e. the
@@ -28,6 +29,8 @@ import json
 import math
 import os
 import platform
+import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 SOFT = "soft_entropy."
+COMPARISONS = "comparisons."
+#: The sources whose git hashes identify "the kernels" RESULTS.md was measured with.
+KERNEL_PATHS = ("src/kdentropy/backends", "src/kdentropy/_jit.py",
+                "src/kdentropy/_estimator.py", "src/kdentropy/_soft.py",
+                "src/kdentropy/entropy.py")
+#: Variables that force OpenBLAS's kernel choice; run.sh unsets them.
+FORCING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 @dataclass
@@ -63,6 +74,102 @@ class Run:
 
     def param_names(self, name: str) -> list[str]:
         return list(self.benchmarks.get(name, {}).get("param_names", []))
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def kernel_digest(rev: str = "HEAD") -> str:
+    """A short hash of the git objects of :data:`KERNEL_PATHS` at ``rev``.
+
+    Equal digests mean the kernels' sources are identical, whatever else changed.
+    """
+    import hashlib
+
+    lines = []
+    for path in KERNEL_PATHS:
+        try:
+            lines.append(f"{path} {_git('rev-parse', f'{rev}:{path}')}")
+        except subprocess.CalledProcessError:
+            lines.append(f"{path} absent")
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()[:12]
+
+
+def kernels_dirty() -> bool:
+    """Whether the working tree differs from HEAD under :data:`KERNEL_PATHS`."""
+    return bool(_git("status", "--porcelain", "--", *KERNEL_PATHS))
+
+
+def record_environment(path: Path) -> dict:
+    """Write what the benchmark processes will run with: versions, BLAS, settings, sources.
+
+    Called by ``run.sh`` in the environment it gives asv, after it has unset
+    :data:`FORCING_VARS`, so the BLAS kernel reported here is the one the
+    benchmarks load.
+    """
+    sys.path.insert(0, str(HERE))
+    from benchmarks import common, comparisons  # noqa: E402  (imports numpy, kdentropy)
+
+    env = {
+        "python": platform.python_version(),
+        "versions": dict(_versions()) | comparisons.versions(),
+        "blas": common.blas_info(),
+        "env": common.relevant_env(),
+        "unset_by_run_sh": os.environ.get("KDENTROPY_BENCH_UNSET", ""),
+        "cpu": _cpu_model(),
+        "head": _git("rev-parse", "HEAD"),
+        "kernel_digest": kernel_digest(),
+        "kernels_dirty": kernels_dirty(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(env, indent=1), encoding="utf-8")
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def read_records(path: Path | None) -> list[dict]:
+    """The JSON lines of a benchmark record file (``[]`` when there is none)."""
+    if path is None or not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def check(results_md: Path) -> int:
+    """0 if ``results_md`` was measured with HEAD's kernel sources, else 1 (and says why)."""
+    text = results_md.read_text(encoding="utf-8") if results_md.is_file() else ""
+    head = kernel_digest()
+    recorded = None
+    for line in text.splitlines():
+        if line.startswith("| Kernel sources |"):
+            recorded = line.split("`")[1] if "`" in line else None
+            if "uncommitted" in line:
+                print(f"{results_md}: measured with uncommitted kernel changes; regenerate "
+                      "(asv_benchmarks/run.sh)")
+                return 1
+    if recorded is None:
+        print(f"{results_md}: no kernel-sources digest recorded; "
+              "regenerate (asv_benchmarks/run.sh)")
+        return 1
+    if recorded != head:
+        print(f"{results_md}: measured with kernel sources {recorded}, HEAD has {head}; "
+              "regenerate (asv_benchmarks/run.sh)")
+        return 1
+    print(f"{results_md}: measured with HEAD's kernel sources ({head})")
+    return 0
 
 
 # ----------------------------------------------------------------------------- loading
@@ -251,15 +358,15 @@ def _versions() -> list[tuple[str, str]]:
         rows.append(("Numba threads", str(numba.config.NUMBA_NUM_THREADS)))
     except ImportError:
         pass
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                "NUMBA_NUM_THREADS", "KDENTROPY_BACKEND"):
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "KDENTROPY_BACKEND", "JAX_ENABLE_X64"):
         if os.environ.get(var):
             rows.append((var, os.environ[var]))
     return rows
 
 
-def run_info(run: Run) -> list[str]:
-    """The machine, commit, dates and package versions of a run."""
+def run_info(run: Run, extra: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The machine, commit, dates and package versions of a run, then the ``extra`` rows."""
     d = run.data
     p = d.get("params", {})
     starts = [e for e in (_column(row, d["result_columns"], "started_at")
@@ -278,7 +385,7 @@ def run_info(run: Run) -> list[str]:
         ("asv environment", f"`{d.get('env_name', '?')}`"),
         ("Results file", f"`{shown_path}`"),
     ]
-    rows += [(k, v) for k, v in _versions()]
+    rows += [(k, v) for k, v in _versions()] + list(extra)
     lines = ["## Run", ""]
     lines += _table(["", ""], [(k, v) for k, v in rows], "ll")
     lines += ["", "Package versions and thread settings are those of the interpreter that ran "
@@ -356,11 +463,11 @@ def soft_entropy_section(run: Run) -> list[str]:
     return lines + [line for note in notes for line in ("", note)]
 
 
-def other_sections(run: Run) -> list[str]:
-    """A table per remaining benchmark, its parameters as columns."""
+def other_sections(run: Run, skip: Sequence[str] = ()) -> list[str]:
+    """A table per remaining benchmark (not soft entropy, nor a prefix in ``skip``)."""
     lines = []
     for name, entries in run.entries.items():
-        if name.startswith(SOFT):
+        if name.startswith((SOFT, *skip)):
             continue
         unit = run.unit(name)
         param_names = run.param_names(name) or [f"p{i}" for i in range(len(entries[0].params))]
@@ -375,14 +482,216 @@ def other_sections(run: Run) -> list[str]:
     return lines
 
 
-def render(run: Run) -> str:
-    """The whole RESULTS.md text."""
+# ----------------------------------------------------------------------------- records
+
+def _latest(records: list[dict], benchmark: str) -> dict[tuple, dict]:
+    """The last record of each parameter combination of one benchmark (reruns replace)."""
+    out: dict[tuple, dict] = {}
+    for r in records:
+        if r.get("benchmark") == benchmark:
+            out[tuple(json.dumps(v) for v in r["params"].values())] = r
+    return out
+
+
+def fmt_spread(xs: Sequence[float], fmt) -> str:
+    """``median [min-max]`` of samples, each formatted by ``fmt``."""
+    if not xs:
+        return ""
+    return f"{fmt(statistics.median(xs))} [{fmt(min(xs))}\u2013{fmt(max(xs))}]"
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return " x ".join(map(str, shape))
+
+
+def blas_kernels(records: list[dict], env: dict | None) -> list[str]:
+    """The distinct BLAS libraries/kernels the benchmark processes reported (threadpoolctl)."""
+    seen: list[str] = []
+    for r in records + ([env] if env else []):
+        for lib in r.get("blas", []):
+            if lib.get("user_api") != "blas":
+                continue
+            text = (f"{lib.get('prefix')}: {lib.get('internal_api')} {lib.get('version')}, kernel "
+                    f"{lib.get('architecture')}, {lib.get('num_threads')} threads")
+            if text not in seen:
+                seen.append(text)
+    return seen
+
+
+def provenance_rows(records: list[dict], env: dict | None) -> list[tuple[str, str]]:
+    """Rows for the run table: BLAS kernel, forcing variables, versions, kernel sources."""
+    rows = []
+    kernels = blas_kernels(records, env)
+    if kernels:
+        rows.append(("BLAS kernel that ran (threadpoolctl)", "; ".join(kernels)))
+    forced = sorted({f"{k}={v}" for r in records + ([env] if env else [])
+                     for k, v in r.get("env", {}).items() if k in FORCING_VARS})
+    unset = (env or {}).get("unset_by_run_sh", "")
+    if forced:
+        rows.append(("BLAS kernel forced", ", ".join(forced) + " was set in the benchmark "
+                     "processes: OpenBLAS did not choose its kernel itself"))
+    elif unset:
+        rows.append(("BLAS kernel forced", f"no: the shell set {unset}; run.sh unset it for "
+                     "the benchmarks, so OpenBLAS chose its own kernel for this CPU"))
+    if env:
+        v = env.get("versions", {})
+        for key in ("jax", "jaxlib", "jax_enable_x64", "torch", "torch_threads"):
+            if key in v:
+                rows.append((key, v[key]))
+        settings = {k: val for k, val in env.get("env", {}).items()
+                    if k not in ("KDENTROPY_BENCH_RECORD", "KDENTROPY_BENCH_UNSET")}
+        if settings:
+            rows.append(("Environment (benchmarks)",
+                         ", ".join(f"`{k}={val}`" for k, val in settings.items())))
+        dirty = ", with uncommitted changes" if env.get("kernels_dirty") else ""
+        rows.append(("Kernel sources", f"`{env.get('kernel_digest')}` (git objects of "
+                     f"{', '.join(KERNEL_PATHS)} at `{env.get('head', '?')[:12]}`{dirty}; "
+                     "`make_results.py --check` compares it with HEAD)"))
+    return rows
+
+
+def comparison_section(records: list[dict]) -> list[str]:
+    """kdentropy against each alternative: times, per-round ratios and gradient errors."""
+    recs = _latest(records, "comparisons.Comparison")
+    if not recs:
+        return []
+    rows = []
+    for r in sorted(recs.values(), key=lambda r: (r["params"]["shape"][0] * r["params"]["shape"][1],
+                                                   r["params"]["shape"], r["params"]["dtype"])):
+        p, label = r["params"], r["label"]
+        ours, theirs = r["samples"]["kdentropy cpu"], r["samples"][label]
+        err = r.get("errors", {})
+        rows.append([_shape(p["shape"]), p["dtype"], label,
+                     fmt_spread(ours, fmt_seconds), fmt_spread(theirs, fmt_seconds),
+                     fmt_spread(r["ratios"], _ratio), str(len(ours)),
+                     " / ".join(f"{err[k]['grad_rel_error']:.1e}" for k in ("kdentropy cpu", label)
+                                if k in err)])
+    header = ["N x D", "dtype", "alternative", "kdentropy cpu", "alternative time",
+              "alternative / kdentropy", "rounds", "grad error kdentropy / alternative"]
+    lines = ["## kdentropy against the alternatives", "",
+             "Value and gradient, median [min\u2013max] over interleaved rounds in one process "
+             "(order rotated each round, one untimed warm-up round); the ratio is taken per "
+             "round (above 1: kdentropy is faster). Gradient error: norm-relative, against "
+             "kdentropy in float64 on the same (rounded) input. Alternatives (see "
+             "`benchmarks/comparisons.py`): dense NumPy keeping K (SYRK Gram, 3 N\u00b2D "
+             "flops); blocked NumPy over symmetric square tiles (float64 sums, tiles formed "
+             "again in pass 2: 4 N\u00b2D flops, like kdentropy); jax.jit and PyTorch "
+             "autograd of the centred dense Gram form. Inputs: 8 noisy 0/1 prototypes (noise "
+             "0.15), T = 10, \u03c3 = 0.5.", ""]
+    lines += _table(header, rows, "lll" + "r" * 4 + "l")
+    done = {(tuple(r["params"]["shape"]), r["params"]["dtype"], r["params"]["alternative"])
+            for r in recs.values()}
+    lines += ["", f"{len(done)} combinations ran; the others were skipped (dense N x N "
+              "temporaries above 6 GiB, or the library is not installed)."]
+    return lines
+
+
+def floors_section(records: list[dict]) -> list[str]:
+    """The two floors: times, GFLOP/s against the measured peak, kdentropy's ratio to each."""
+    recs = _latest(records, "comparisons.Floors")
+    peaks = {r["params"]["dtype"]: r for r in _latest(records, "comparisons.PeakRate").values()}
+    if not recs and not peaks:
+        return []
+    lines = ["## Floors and the machine's peak", ""]
+    if peaks:
+        probe = next(iter(peaks.values())).get("probe", "GEMM")
+        lines += [f"Measured peak ({probe}): " + "; ".join(
+            f"{d} {fmt_spread(peaks[d]['gflops'], lambda x: f'{x:.0f}')} GFLOP/s"
+            for d in sorted(peaks)) + ".", ""]
+    rows = []
+    for r in sorted(recs.values(), key=lambda r: (r["params"]["shape"][0] * r["params"]["shape"][1],
+                                                   r["params"]["shape"], r["params"]["dtype"],
+                                                   r["params"]["floor"])):
+        p, label = r["params"], r["label"]
+        t = r["samples"][label]
+        rate = r["flops"] / statistics.median(t) / 1e9
+        peak = peaks.get(p["dtype"])
+        share = f"{100 * rate / statistics.median(peak['gflops']):.0f} %" if peak else ""
+        rows.append([_shape(p["shape"]), p["dtype"], label, fmt_spread(t, fmt_seconds),
+                     f"{rate:.1f}", share, fmt_spread(r["ratios"], _ratio)])
+    header = ["N x D", "dtype", "floor", "floor time", "floor GFLOP/s", "of peak",
+              "kdentropy / floor"]
+    lines += ["Each floor is timed interleaved with kdentropy's value+gradient in one process "
+              "(median [min\u2013max]; the ratio per round, below 1: kdentropy is faster). "
+              "GEMM floor: `S @ S2.T` (a copy forces GEMM) then `K @ S`, 4 N\u00b2D flops, what "
+              "a dense implementation that ignores K's symmetry must do besides its exps. "
+              "Symmetric floor: `S @ S.T` as SYRK (upper triangle) then `K @ S`, 3 N\u00b2D "
+              "flops, the products with symmetry used. Neither counts the N\u00b2 exps, so "
+              "neither is a bound kdentropy cannot beat: kdentropy forms the Gram tiles twice "
+              "(4 N\u00b2D flops over i < j) and does the exps, but never writes K to memory.",
+              ""]
+    lines += _table(header, rows, "lll" + "r" * 4)
+    return lines
+
+
+def paths_section(records: list[dict]) -> list[str]:
+    """The ``cpu`` backend's numerical paths, timed against its plain float32 Gram path."""
+    recs = _latest(records, "comparisons.KernelPaths")
+    if not recs:
+        return []
+    rows = []
+    for r in recs.values():
+        samples = r["samples"]
+        ours = samples["kdentropy cpu"]
+        plain = samples["float32 Gram path, same shape"]
+        floor = next(v for k, v in samples.items() if k.startswith("GEMM floor"))
+        rows.append([r["params"]["path"], r["dtype"], _shape(r["shape"]), f"{r['sigma']:g}",
+                     fmt_spread(ours, fmt_seconds),
+                     fmt_spread([a / b for a, b in zip(ours, plain)], _ratio),
+                     fmt_spread([a / b for a, b in zip(ours, floor)], _ratio), str(len(ours))])
+    header = ["path", "dtype", "N x D", "\u03c3", "value+grad", "/ float32 Gram path",
+              "/ GEMM floor", "rounds"]
+    lines = ["## The cpu backend's numerical paths", "",
+             "Value and gradient on input families that take each path (checked in "
+             "`tests/test_asv_suite.py`): float32 Gram distances (the plain case), a float64 Gram "
+             "product for float32 input (small \u03c3), direct differences (\u03c3 so small that "
+             "even a float64 Gram product would lose the kernel), pass 2 redone in float64 for "
+             "tight float32 clusters (noise 1e-4), and a family whose float64 kernel values "
+             "would be subnormal. Each is timed interleaved with the plain float32 path at "
+             "the same shape and with the GEMM floor of its own input; median [min\u2013max], "
+             "ratios per round.", ""]
+    lines += _table(header, rows, "llll" + "r" * 4)
+    return lines
+
+
+def render(run: Run, records: Sequence[dict] = (), env: dict | None = None) -> str:
+    """The whole RESULTS.md text.
+
+    Parameters
+    ----------
+    run : Run
+        The asv results.
+    records : sequence of dict, optional
+        The run's record lines (:func:`read_records`): interleaved samples of the
+        comparisons, floors and numerical paths, and the BLAS kernel that ran.
+    env : dict, optional
+        What ``run.sh`` recorded before the run (:func:`record_environment`).
+    """
+    records = list(records)
     lines = ["# kdentropy benchmark results", "",
-             "Generated by `asv_benchmarks/make_results.py` from asv's JSON results; do not "
-             "edit by hand. To regenerate, see `asv_benchmarks/README.md`.", ""]
-    lines += run_info(run) + [""]
+             "Generated by `asv_benchmarks/make_results.py` from asv's JSON results and the "
+             "run's record (`results/records/`); do not edit by hand. To regenerate, run "
+             "`asv_benchmarks/run.sh` (see `asv_benchmarks/README.md`).", ""]
+    lines += run_info(run, provenance_rows(records, env)) + [""]
+    loaded = [r for r in records if r.get("loadavg") and r["loadavg"][0] > r.get("cpus", 1)]
+    if loaded:
+        lines += [f"**Warning:** {len(loaded)} of {len(records)} recorded measurements ran "
+                  "while the 1-minute load average exceeded the number of CPUs (up to "
+                  f"{max(r['loadavg'][0] for r in loaded):.1f} on {loaded[0].get('cpus')}): "
+                  "other processes shared the cores, and multi-threaded BLAS calls slow down "
+                  "far more than kdentropy's under such load, so the ratios favour kdentropy. "
+                  "Regenerate on a quiet machine.", ""]
     lines += soft_entropy_section(run) + [""]
-    lines += other_sections(run)
+    for section in (comparison_section, floors_section, paths_section):
+        part = section(records)
+        if part:
+            lines += part + [""]
+    # asv's single numbers of the comparisons are in the tables above when recorded.
+    lines += other_sections(run, skip=(COMPARISONS,) if records else ())
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -393,16 +702,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="asv results directory (default: %(default)s)")
     parser.add_argument("--machine", help="machine name (default: any; newest results win)")
     parser.add_argument("--commit", help="commit hash prefix (default: newest results)")
+    parser.add_argument("--record", type=Path,
+                        help="the run's record file (default: results/records/<commit>.jsonl)")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md",
                         help="where to write (default: %(default)s); '-' for stdout")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 unless --output (RESULTS.md) was measured with HEAD's "
+                             "kernel sources; writes nothing")
+    parser.add_argument("--record-environment", type=Path, metavar="PATH",
+                        help="write this process's versions, BLAS kernel and settings to PATH "
+                             "(run.sh, before asv) and exit")
+    parser.add_argument("--kernel-paths", action="store_true",
+                        help="print the kernel source paths and exit")
     args = parser.parse_args(argv)
+    if args.kernel_paths:
+        print(" ".join(str(REPO / p) for p in KERNEL_PATHS))
+        return 0
+    if args.check:
+        return check(args.output)
+    if args.record_environment:
+        record_environment(args.record_environment)
+        return 0
     run = select_run(args.results, args.machine, args.commit)
-    text = render(run)
+    commit = run.data.get("commit_hash", "")
+    record = args.record or args.results / "records" / f"{commit}.jsonl"
+    env_file = args.results / "records" / f"{commit}-environment.json"
+    env = json.loads(env_file.read_text()) if env_file.is_file() else None
+    text = render(run, read_records(record), env)
     if str(args.output) == "-":
         sys.stdout.write(text)
     else:
         args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {args.output} from {run.path}")
+        also = f" and {record}" if record.is_file() else ""
+        print(f"wrote {args.output} from {run.path}{also}")
     return 0
 
 

@@ -11,7 +11,7 @@ from .common import (
     BACKENDS,
     DTYPES,
     SHAPES,
-    DenseFloor,
+    GemmFloor,
     SoftEntropyCall,
     clustered,
     median_seconds,
@@ -69,11 +69,13 @@ class SoftEntropyPeakMem(_SoftEntropyBase):
 class SoftEntropyFloor(_SoftEntropyBase):
     """Value+gradient time over the dense-product floor, measured in the same process.
 
-    The floor (:class:`common.DenseFloor`) is ``S @ S.T`` then ``(N x N) @ S``
-    through NumPy's BLAS in the same dtype: 4 N^2 D flops, the work of a dense
-    implementation with no exps. A ratio of 1 means the backend runs at the
-    speed of those two matrix products; below 1 is possible because K is
-    symmetric. Both are timed interleaved, 3 to 7 times each (median). Host
+    The GEMM floor (:class:`common.GemmFloor`) is ``S @ S2.T`` then ``(N x N) @ S``
+    through NumPy's BLAS in the same dtype: 4 N^2 D flops, the products of a
+    dense implementation that ignores K's symmetry (exps not counted). A
+    ratio of 1 means the backend runs at the speed of those two matrix
+    products; below 1 is possible because K is symmetric (the symmetric
+    floor, 3 N^2 D flops, is in ``comparisons.Floors``). Both are timed
+    interleaved, 3 to 7 times each (median). Host
     backends only: the CUDA floor (cuBLAS) is measured by
     ``asv_benchmarks/gpu_floor.py``.
     """
@@ -87,7 +89,7 @@ class SoftEntropyFloor(_SoftEntropyBase):
         super().setup(backend, shape, dtype)
 
     def track_floor_ratio(self, backend, shape, dtype):
-        floor = DenseFloor(soft_discretize(self.call.X))
+        floor = GemmFloor(soft_discretize(self.call.X))
         t_backend, t_floor = median_seconds(self.call.value_and_grad, floor)
         return t_backend / t_floor
 
