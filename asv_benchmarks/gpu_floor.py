@@ -502,23 +502,39 @@ def _route(N: int, D: int, dtype: str) -> str:
     return f"{how.route} {np.dtype(how.work_dtype).name} {'gram' if how.gram else 'direct'}"
 
 
-def _mlir_column() -> str:
-    """Registers/spills of each kernel by numba-cuda-mlir, or why that is unavailable."""
-    try:
-        import numba_cuda_mlir  # noqa: F401
-    except ImportError:
-        return "numba-cuda-mlir: not installed (column unavailable)"
-    try:
-        from kdentropy.backends.cuda import _compiler
-        compile_all = _compiler.compile_all_ptx
-    except (ImportError, AttributeError):
-        return "numba-cuda-mlir: installed, but _compiler.compile_all_ptx is absent (unavailable)"
-    import gpu_model as gm
+def _compiler_table() -> str:
+    """Registers and spills of every kernel compiled by both compilers, for sm_90.
 
-    lines = ["numba-cuda-mlir (sm_90):", "| kernel | regs | spills |", "|---|---:|---:|"]
-    for name, ptx in compile_all("mlir", (9, 0)).items():
-        c = gm.assemble(ptx)
-        lines.append(f"| {name} | {c.registers} | {c.spill_bytes} |")
+    Each compiler compiles the backend's own kernel list
+    (:func:`kdentropy.backends.cuda._ptx.compile_all_ptx`; the one this process
+    does not use runs in a subprocess); ``ptxas`` assembles the PTX. A kernel
+    that fails to compile is listed with its error, never left out.
+    """
+    import gpu_model as gm
+    from kdentropy.backends.cuda import _ptx
+
+    results: dict[str, dict[str, str]] = {}
+    for compiler in _ptx.COMPILERS:
+        try:
+            ptx, failures = _ptx.compile_all_ptx(compiler, (9, 0)), {}
+        except _ptx.PtxCompileError as exc:
+            ptx, failures = exc.ptx, exc.failures
+        except Exception as exc:  # noqa: BLE001 - e.g. the compiler is not installed
+            results[compiler] = {"*": f"unavailable: {type(exc).__name__}: {exc}".splitlines()[0]}
+            continue
+        cells = {name: "fails: " + err.splitlines()[0][:60] for name, err in failures.items()}
+        for name, text in ptx.items():
+            c = gm.assemble(text)
+            cells[name] = f"{c.registers} / {c.spill_bytes} B"
+        results[compiler] = cells
+    names = sorted({n for cells in results.values() for n in cells if n != "*"})
+    compilers = list(results)
+    lines = ["Every kernel, compiled for sm_90 (registers / spill bytes):",
+             "| kernel | " + " | ".join(compilers) + " |",
+             "|---|" + "---:|" * len(compilers)]
+    for name in names:
+        row = [results[c].get(name, results[c].get("*", "missing")) for c in compilers]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -569,7 +585,7 @@ def model(repo: Path) -> int:
                     print(f"| {spec.name} | {c.registers} | {c.spill_bytes} | {c.smem_bytes} |"
                           f" {role} | {n} | {f} | {ratio:.2f} |")
     print()
-    print(_mlir_column())
+    print(_compiler_table())
     print()
     print("Per benchmark case (kernel time of the pair passes; host round trips excluded)")
     print("| N x D | dtype | route (plan) | fused warp-insns | fused issue ms H100/H200 |"

@@ -57,7 +57,7 @@ def _types(ft: str) -> dict[str, str]:
 
 def kernel_signatures() -> list[tuple[str, Any, str]]:
     """``(name, kernel, signature)`` for every kernel, as the backend launches it."""
-    from . import _elementwise, _fused, _panels
+    from . import _elementwise, _fused, _panels, _tiles
 
     out: list[tuple[str, Any, str]] = []
     for dt in (np.float32, np.float64):
@@ -95,6 +95,18 @@ def kernel_signatures() -> list[tuple[str, Any, str]]:
                  f"void({t['a3']}, {t['d2']}, {t['d3']}, {ft}, int64, int64)"),
                 (f"fused.weighted[{ft},{form}]", fk["weighted"],
                  f"void({t['a3']}, {t['d2']}, {t['a2']}, {t['d4']}, {ft}, int64, int64, int64)"),
+            ]
+        # The register-tiled Gram kernels, one variant per staged slice width.
+        sh = _tiles.SHAPES[np.dtype(dt)]
+        widths = sorted({_tiles.slice_width(D, np.dtype(dt)) for D in range(1, sh.dchunk + 1)})
+        for w in widths:
+            out += [
+                (f"tiles.counts[{ft},w{w}]", _tiles.counts_kernel(np.dtype(dt), w),
+                 f"void({t['a3']}, {t['a1']}, {t['d2']}, {t['d3']}, {ft}, "
+                 "int64, int64, int64, int64)"),
+                (f"tiles.weighted[{ft},w{w}]", _tiles.weighted_kernel(np.dtype(dt), w),
+                 f"void({t['a3']}, {t['a1']}, {t['d2']}, {t['a2']}, {t['d4']}, {ft}, "
+                 "int64, int64, int64)"),
             ]
     # float32 input centred into float64 work (the conditioning may ask for it).
     out.append(("elementwise.center[float32->float64]", _elementwise.kernels(np.dtype("f8"))["center"],

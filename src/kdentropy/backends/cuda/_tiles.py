@@ -100,7 +100,7 @@ def _pitch(width: int, itemsize: int) -> int:
     return width if (width // per16) % 2 else width + per16
 
 
-def _layout(dtype: np.dtype, width: int) -> dict[str, int]:
+def _sizes(dtype: np.dtype, width: int) -> dict[str, int]:
     """Compile-time sizes of one kernel variant."""
     sh = SHAPES[np.dtype(dtype)]
     B = sh.tile
@@ -115,8 +115,8 @@ def _device_functions(dtype: np.dtype, width: int) -> tuple[Any, Any]:
     """``stage`` (one slice of one tile into shared memory) and ``accumulate`` (dot products)."""
     ft = float32 if np.dtype(dtype) == _F32 else float64
     TH, R, _, KV, _, _ = SHAPES[np.dtype(dtype)]
-    lay = _layout(dtype, width)
-    B, PITCH = lay["B"], lay["pitch"]
+    sz = _sizes(dtype, width)
+    B, PITCH = sz["B"], sz["pitch"]
     NT = TH * TH
     KW = width
 
@@ -190,8 +190,8 @@ def counts_kernel(dtype: np.dtype, width: int) -> Any:
     dtype = np.dtype(dtype)
     ft = float32 if dtype == _F32 else float64
     TH, R, _, KV, _, _ = SHAPES[dtype]
-    lay = _layout(dtype, width)
-    B, A_ELEMS, T_ELEMS = lay["B"], lay["a_elems"], lay["tile_elems"]
+    sz = _sizes(dtype, width)
+    B, A_ELEMS, T_ELEMS = sz["B"], sz["a_elems"], sz["tile_elems"]
     KW = width
     ALIGN = None if SIMULATOR else 16
     stage, accumulate = _device_functions(dtype, width)
@@ -316,9 +316,9 @@ def weighted_kernel(dtype: np.dtype, width: int) -> Any:
     dtype = np.dtype(dtype)
     ft = float32 if dtype == _F32 else float64
     TH, R, RC, KV, _, _ = SHAPES[dtype]
-    lay = _layout(dtype, width)
-    B, A_ELEMS, T_ELEMS = lay["B"], lay["a_elems"], lay["tile_elems"]
-    PITCH, WP = lay["pitch"], lay["wpitch"]
+    sz = _sizes(dtype, width)
+    B, A_ELEMS, T_ELEMS = sz["B"], sz["a_elems"], sz["tile_elems"]
+    PITCH, WP = sz["pitch"], sz["wpitch"]
     KW = width
     ROW_BLOCKS = B // R
     FLUSH = dtype == _F32  # float32 tile sums go to float64 accumulators
