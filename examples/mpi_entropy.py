@@ -1,4 +1,7 @@
-"""Soft and hard reproducibility entropy of a batch of runs spread over MPI ranks.
+"""Entropy of runs spread over MPI ranks
+=====================================
+
+Soft and hard reproducibility entropy of a batch of runs spread over MPI ranks.
 
 Run:  mpiexec -n 4 python examples/mpi_entropy.py
       (needs the mpi extra: pip install 'kdentropy[mpi]'; --help lists options)
@@ -23,7 +26,11 @@ import time
 import traceback
 
 import numpy as np
-from mpi4py import MPI
+
+try:
+    from mpi4py import MPI
+except ImportError:  # an optional dependency: say which extra, not a traceback
+    sys.exit('mpi_entropy.py needs mpi4py: pip install "kdentropy[mpi]"')
 
 import kdentropy as kde
 from kdentropy import mpi

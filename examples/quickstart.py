@@ -1,4 +1,7 @@
-"""Soft and hard reproducibility entropy of a generated batch of patterns.
+"""Quickstart: soft and hard entropy of a batch
+============================================
+
+Soft and hard reproducibility entropy of a generated batch of patterns.
 
 Run:  python examples/quickstart.py
 """

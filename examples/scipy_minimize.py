@@ -1,4 +1,7 @@
-"""Drive a batch of noisy states to one reproducible pattern with SciPy's L-BFGS-B.
+"""One reproducible pattern with SciPy's L-BFGS-B
+==============================================
+
+Drive a batch of noisy states to one reproducible pattern with SciPy's L-BFGS-B.
 
 ``soft_entropy_and_grad`` returns ``(value, gradient)``, which is exactly what
 ``scipy.optimize.minimize(..., jac=True)`` wants once the gradient is flattened.

@@ -1,4 +1,7 @@
-"""A cell system written in PyTorch, trained with kdentropy.torch.soft_entropy as its loss.
+"""Cells in PyTorch, with kdentropy.torch as the loss
+==================================================
+
+A cell system written in PyTorch, trained with kdentropy.torch.soft_entropy as its loss.
 
 32 cells on a line each apply one small tanh MLP (PyTorch modules) to their
 3-neighbourhood and two position features, 16 times, starting from random
@@ -27,7 +30,11 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError:  # an optional dependency: say which extra, not a traceback
+    sys.exit('torch_cells.py needs PyTorch: pip install "kdentropy[torch]"')
 
 import kdentropy as kde
 from kdentropy.torch import soft_entropy

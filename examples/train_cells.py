@@ -1,4 +1,7 @@
-"""Train cells to produce the same binary pattern in every run.
+"""Training cells to be reproducible
+=================================
+
+Train cells to produce the same binary pattern in every run.
 
 Default: 32 cells on a line each apply one small tanh MLP to their
 3-neighbourhood and their position, 16 times, starting from random states with

@@ -138,7 +138,22 @@ def test_entropy_text_and_json(tmp_path, capsys, rng):
     assert res["hard_entropy"] == pytest.approx(float(hard), rel=1e-12)
     assert res["shape"] == [20, 6] and res["N"] == 20 and res["D"] == 6
     assert res["distinct_patterns"] == kde.pattern_counts(X, 0.4)[1].size
+    est = kde.entropy_estimate(X, "nsb", 0.4, base=2, normalize=True)
+    assert res["entropy_estimate"]["estimate"] == pytest.approx(est.estimate, rel=1e-12)
+    assert res["entropy_estimate"]["high"] == pytest.approx(est.high, rel=1e-12)
+    assert res["entropy_estimate"]["plugin"] == pytest.approx(float(hard), rel=1e-12)
     assert res["unit"] == "bits per cell"
+
+
+def test_entropy_prints_the_estimate_with_its_interval(tmp_path, capsys, rng):
+    path = _save(tmp_path, rng.integers(0, 2, size=(200, 3)).astype(float))
+    assert main(["entropy", path, "--backend", "numpy", "--estimator", "chao-shen",
+                 "--seed", "3"]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("estimated")][0]
+    r = kde.entropy_estimate(np.load(path), "chao-shen", rng=3)
+    assert line == (f"estimated entropy of the system: H = {r.estimate:.4f} nats (Chao–Shen), "
+                    f"95 % CI [{r.low:.4f}, {r.high:.4f}], coverage {r.coverage:.2f}")
+    assert _one_line_error(capsys, main(["entropy", path, "--confidence", "1"]))
 
 
 def test_backend_defaults_to_the_library_setting(tmp_path, capsys, monkeypatch, rng):
@@ -264,7 +279,7 @@ def _evaluation_block(text):
     """The lines from 'evaluation:' through 'most common pattern' of a summary."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("evaluation:"))
-    return lines[start:start + 5]
+    return lines[start:start + 7]
 
 
 def test_grid_run_with_hidden_channels(tmp_path, capsys):
@@ -342,6 +357,15 @@ def test_evaluate_reproduces_the_summary_of_train(tmp_path, capsys):
     assert data["after"]["hard_entropy"] == summary["hard_entropy_after"]
     assert data["before"]["hard_entropy"] == summary["hard_entropy_before"]
     assert data["after"]["fraction_on"] == summary["fraction_on"]
+    # The estimated entropy of the system and its interval, in the JSON and summary.json.
+    for when in ("before", "after"):
+        est = data[when]
+        assert est["estimator"] == "nsb" and est["entropy_low"] <= est["entropy_estimate"]
+        assert est["entropy_estimate"] <= est["entropy_high"] and 0 <= est["coverage"] <= 1
+        assert est["entropy_estimate"] == summary[f"entropy_estimate_{when}"]
+        assert est["entropy_high"] == summary[f"entropy_high_{when}"]
+    assert trained[4].startswith("  estimated entropy of the system, after:  H = ")
+    assert trained[6].startswith("  most common pattern")
     err = _one_line_error(capsys, main(["evaluate", str(tmp_path)]))
     assert "no params.npz or checkpoint.npz" in err
 
@@ -514,3 +538,216 @@ def test_progress_bar_when_tqdm_is_installed(monkeypatch, capsys):
     with supervised(4, None, progress=False) as after_iteration:
         small_trainer().run(4, callback=after_iteration)
     assert len(bars) == 1
+
+
+# ------------------------------------------------------------------ the first hour (issue 23)
+
+def test_sigma_auto_is_the_default_and_resolved_by_the_cell_count(tmp_path, capsys):
+    from kdentropy.cells.loss import auto_sigma
+    assert main(["train", *TINY, "--iterations", "2", "--no-plot", "--progress", "none",
+                 "--out", str(tmp_path / "auto")]) == 0
+    err = capsys.readouterr().err
+    assert "--sigma auto = 0.5 sqrt(8 cells / 32) = 0.25" in err
+    config = json.loads((tmp_path / "auto" / "summary.json").read_text())["config"]
+    assert config["loss"]["sigma"] == auto_sigma(8) == 0.25   # the number, not the rule
+    assert main(["train", *TINY, "--iterations", "2", "--no-plot", "--quiet", "--sigma", "0.3",
+                 "--out", str(tmp_path / "fixed")]) == 0
+    config = json.loads((tmp_path / "fixed" / "summary.json").read_text())["config"]
+    assert config["loss"]["sigma"] == 0.3
+    for bad in ("abc", "0", "nan"):
+        err = _one_line_error(capsys, main(["train", *TINY, "--sigma", bad,
+                                            "--out", str(tmp_path / "bad")]))
+        assert "--sigma" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_flat_soft_entropy_is_one_warning_line(tmp_path, capsys):
+    # sigma 0.05 on 64 cells: every pair of runs is "different", the soft
+    # entropy is log(batch) and gives no gradient.
+    common = ["--cells", "64", "--steps", "2", "--hidden", "4", "--batch", "16",
+              "--eval-batch", "16", "--backend", "numpy", "--iterations", "10", "--no-plot",
+              "--quiet"]
+    assert main(["train", *common, "--sigma", "0.05", "--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""                                 # --quiet keeps warnings only
+    assert err.count("\n") == 1 and err.startswith("kdentropy: warning: the soft entropy")
+    assert "sigma 0.05 is too narrow for 64 cells" in err and "--sigma auto" in err
+    assert main(["train", *common, "--out", str(tmp_path / "b")]) == 0   # auto: no warning
+    assert capsys.readouterr() == ("", "")
+
+
+def test_iterations_must_be_at_least_one(capsys):
+    err = _one_line_error(capsys, main(["train", "--iterations", "0"]))
+    assert "--iterations" in err and ">= 1" in err
+
+
+@pytest.mark.parametrize("argv, hint, help_of", [
+    (["train", "--itertions", "5"], "did you mean '--iterations'?", "kdentropy train --help"),
+    (["train", "--sigam=1"], "did you mean '--sigma'?", "kdentropy train --help"),
+    (["evaluate", "run", "--seeds", "3"], "did you mean '--seed'?", "kdentropy evaluate --help"),
+    (["trian"], "did you mean 'train'?", "kdentropy --help"),
+    (["train", "--backend", "cdua"], "did you mean 'cuda'?", "kdentropy train --help"),
+    (["train", "--progress", "bars"], "did you mean 'bar'?", "kdentropy train --help"),
+])
+def test_usage_errors_suggest_the_closest_spelling(capsys, argv, hint, help_of):
+    err = _one_line_error(capsys, main(argv))
+    assert hint in err and f"(see '{help_of}')" in err
+
+
+def test_no_suggestion_when_nothing_is_close(capsys):
+    err = _one_line_error(capsys, main(["train", "--zzzzzz"]))
+    assert "did you mean" not in err and "(see 'kdentropy train --help')" in err
+
+
+def test_a_missing_run_folder_reads_the_same_in_every_command(tmp_path, capsys):
+    missing = str(tmp_path / "nope")
+    lines = {cmd: _one_line_error(capsys, main([cmd, missing])) for cmd in ("plot", "evaluate")}
+    assert lines["plot"] == lines["evaluate"] == f"kdentropy: error: no such file or folder: " \
+        f"{missing!r}\n"
+
+
+def _fake_no_gpu(monkeypatch):
+    """Make the cuda backend see a machine without a GPU (or report its missing extra)."""
+    import importlib
+    try:
+        cuda_backend = importlib.import_module("kdentropy.backends.cuda")
+    except ImportError:
+        return "extra"
+    monkeypatch.setattr(cuda_backend, "SIMULATOR", False)
+    monkeypatch.setattr(cuda_backend.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cuda_backend, "driver_initialization_error",
+                        lambda: "CUDA driver library cannot be found")
+    return "driver"
+
+
+def test_cuda_without_a_gpu_is_one_line_that_names_the_cpu_backend(tmp_path, capsys,
+                                                                   monkeypatch, rng):
+    path = _save(tmp_path, rng.random((5, 3)))
+    kind = _fake_no_gpu(monkeypatch)
+    for argv in (["entropy", path, "--backend", "cuda"],
+                 ["train", *TINY[:-2], "--backend", "cuda", "--out", str(tmp_path / "r")]):
+        status = main(argv)
+        err = _one_line_error(capsys, status)
+        assert status == 1 and "--backend cpu" in err and "SIM" not in err
+        assert ("no usable CUDA driver or GPU" if kind == "driver" else "kdentropy[cuda]") in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cuda_without_the_extra_says_the_extra_is_missing(tmp_path, capsys, monkeypatch, rng):
+    from importlib import metadata
+    path = _save(tmp_path, rng.random((5, 3)))
+    _fake_no_gpu(monkeypatch)
+    real = metadata.version
+
+    def version(dist):
+        if dist in ("numba-cuda", "numba-cuda-mlir"):
+            raise metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(metadata, "version", version)
+    err = _one_line_error(capsys, main(["entropy", path, "--backend", "cuda"]))
+    assert "pip install 'kdentropy[cuda]'" in err and "or run on the CPU with --backend cpu" in err
+    assert "driver" not in err
+
+
+def test_info_lists_every_extra_with_versions(capsys):
+    from importlib import metadata
+    assert main(["info", "--json"]) == 0
+    optional = json.loads(capsys.readouterr().out)["optional"]
+    assert optional is not None and {"plot", "cuda", "mpi", "torch", "jax", "test"} <= set(optional)
+    assert "dev" not in optional and "all" not in optional       # aggregates, not packages
+    assert optional["plot"]["matplotlib"] == _installed(metadata, "matplotlib")
+    assert "numpy" not in optional["cuda"]                        # a core requirement
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "[plot]" in text and "[cuda]" in text and "numba-cuda-mlir" in text
+
+
+def _installed(metadata, dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def test_progress_modes(monkeypatch):
+    import io
+
+    from kdentropy.cli.supervision import progress_mode
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_mode("auto", TTY()) == "bar"
+    assert progress_mode("auto", io.StringIO()) == "lines"   # a log file: no redraws
+    assert [progress_mode(m) for m in ("bar", "lines", "none", True, False)] == \
+        ["bar", "lines", "none", "bar", "none"]
+    with pytest.raises(ValueError, match="progress"):
+        progress_mode("fancy")
+
+
+def test_progress_lines_and_none_from_the_command_line(tmp_path, capsys):
+    common = [*TINY, "--iterations", "10", "--no-plot", "--sigma", "0.5"]
+    assert main(["train", *common, "--progress", "lines", "--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert sum(line.startswith("iteration") for line in err.splitlines()) == 10
+    assert "trained 10 iterations" in out                       # the summary
+    assert main(["train", *common, "--progress", "none", "--out", str(tmp_path / "b")]) == 0
+    out, err = capsys.readouterr()
+    assert "iteration" not in err and "trained 10 iterations" in out
+
+
+def test_compile_detection_reads_numba_state(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from kdentropy.cli.train import _compiled
+    (tmp_path / "kde_probe_kernels.py").write_text(
+        "import numba\n"
+        "@numba.njit(parallel=True, cache=True)\n"
+        "def total(a):\n"
+        "    s = 0.0\n"
+        "    for i in numba.prange(a.size):\n"
+        "        s += a[i]\n"
+        "    return s\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "kde_probe_kernels", raising=False)
+    module = importlib.import_module("kde_probe_kernels")
+    assert _compiled("kde_probe_kernels") is False        # never compiled, nothing cached
+    module.total(np.ones(3))
+    assert _compiled("kde_probe_kernels") is True         # compiled in this process
+    monkeypatch.delitem(sys.modules, "kde_probe_kernels")
+    importlib.invalidate_caches()
+    module = importlib.import_module("kde_probe_kernels")  # a new process, in effect
+    assert not module.total.signatures
+    assert _compiled("kde_probe_kernels") is True         # found in Numba's on-disk cache
+    assert _compiled("no_such_module_prefix") is None
+
+
+def test_compiling_notice_only_when_kernels_are_not_cached(tmp_path, capsys, monkeypatch):
+    import kdentropy.cli.train as train_cli
+    monkeypatch.setattr(train_cli, "_compiled", lambda prefix: False)
+    common = [*TINY[:-2], "--backend", "cpu", "--iterations", "1", "--no-plot",
+              "--progress", "none", "--sigma", "0.5"]
+    assert main(["train", *common, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "compiling kernels (first run only, ~30 s" in err     # engine and cpu backend
+    monkeypatch.setattr(train_cli, "_compiled", lambda prefix: True)
+    assert main(["train", *common, "--out", str(tmp_path / "b")]) == 0
+    assert "compiling" not in capsys.readouterr().err
+
+
+def test_gradient_clipping_is_on_by_default_and_can_be_switched_off(tmp_path, capsys):
+    common = [*TINY, "--iterations", "1", "--no-plot", "--quiet"]
+    assert main(["train", *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *common, "--clip-norm", "none", "--out", str(tmp_path / "b")]) == 0
+
+    def clip_norm(run):
+        config = json.loads((tmp_path / run / "summary.json").read_text())["config"]
+        return config["optimizer"]["clip_norm"]
+
+    assert clip_norm("a") == 1.0 and clip_norm("b") is None
+    err = _one_line_error(capsys, main(["train", *common, "--clip-norm", "0",
+                                        "--out", str(tmp_path / "c")]))
+    assert "--clip-norm" in err and "'none'" in err

@@ -6,6 +6,8 @@ soft_entropy, soft_entropy_grad, soft_entropy_and_grad
     Kernel-density (soft) entropy and its analytic gradient.
 hard_entropy, pattern_counts
     Exact entropy and the distinct patterns of binarised batches.
+entropy_estimate, entropy_from_counts, EntropyEstimate
+    Bias-corrected entropy of the system behind a batch, with a confidence interval.
 available_backends, get_backend, set_backend, use_backend
     The backend switch (``numpy`` reference, Numba ``cpu``, ``cuda``).
 
@@ -36,6 +38,7 @@ from .entropy import (  # noqa: E402
     soft_entropy_and_grad,
     soft_entropy_grad,
 )
+from .estimate import EntropyEstimate, entropy_estimate, entropy_from_counts  # noqa: E402
 from .backends import (  # noqa: E402
     BackendUnavailableError,
     available_backends,
@@ -48,7 +51,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "EntropyEstimate",
     "available_backends",
+    "entropy_estimate",
+    "entropy_from_counts",
     "get_backend",
     "hard_entropy",
     "pattern_counts",

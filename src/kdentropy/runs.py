@@ -45,6 +45,7 @@ from numpy.typing import ArrayLike
 from . import _validation
 from .cells import CellSystem, History, SavedRun, Trainer, TrainResult
 from .cells.checkpoint import PARAMS_INITIAL_KEY, PARAMS_KEY
+from .cells.metrics import ESTIMATE_KEYS
 from .cells.trainer import loss_from_config
 from .entropy import pattern_counts
 
@@ -143,7 +144,10 @@ def summary(result: TrainResult, backend: str) -> dict[str, Any]:
     -------
     dict
         Entropies, distinct patterns, fraction on and boundaries before and
-        after; the most common pattern and its share; iterations, time, seed,
+        after; the estimated entropy of the system with its 95 % interval
+        before and after (``entropy_estimate_before``, ``entropy_low_before``,
+        ``entropy_high_before``, ``entropy_stderr_before``, ``coverage_before``,
+        ``estimator_before`` and the same ``_after``); the most common pattern and its share; iterations, time, seed,
         backend, evaluation batch size, unit and the trainer configuration.
     """
     before, after, trainer = result.before, result.after, result.trainer
@@ -155,6 +159,10 @@ def summary(result: TrainResult, backend: str) -> dict[str, Any]:
         "fraction_on": after["fraction_on"],
         "boundaries": after["boundaries"],
         "distinct_before": before["distinct"],
+        # The entropy of the system estimated from the evaluation batch (nats),
+        # with its 95 % interval: kdentropy.cells.metrics.estimate_stats.
+        **{f"{k}_{when}": stats[k] for when, stats in (("before", before), ("after", after))
+           for k in ESTIMATE_KEYS if k in stats},
         "distinct_after": after["distinct"],
         "fraction_on_before": before["fraction_on"],
         "boundaries_before": before["boundaries"],
@@ -170,7 +178,8 @@ def summary(result: TrainResult, backend: str) -> dict[str, Any]:
     }
 
 
-def write_figure(trainer: Trainer, params_initial: np.ndarray, path: str | os.PathLike) -> None:
+def write_figure(trainer: Trainer, params_initial: np.ndarray, path: str | os.PathLike,
+                 evaluations: tuple[dict, dict] | None = None) -> None:
     """Draw the training figure into a PNG file.
 
     Parameters
@@ -181,6 +190,9 @@ def write_figure(trainer: Trainer, params_initial: np.ndarray, path: str | os.Pa
         The parameters "before".
     path : path-like
         Where the PNG goes.
+    evaluations : (dict, dict), optional
+        The evaluations before and after, when already computed (their
+        estimated entropies become the figure's error bars).
 
     Raises
     ------
@@ -188,7 +200,7 @@ def write_figure(trainer: Trainer, params_initial: np.ndarray, path: str | os.Pa
         If matplotlib is not installed.
     """
     from .cells.figure import training_figure
-    training_figure(trainer, params_initial).savefig(path, dpi=100)
+    training_figure(trainer, params_initial, evaluations=evaluations).savefig(path, dpi=100)
 
 
 def write_results(result: TrainResult, out: str | os.PathLike, backend: str, *,
@@ -226,7 +238,8 @@ def write_results(result: TrainResult, out: str | os.PathLike, backend: str, *,
     note = ""
     if plot:
         try:
-            write_figure(trainer, result.params_initial, os.path.join(out, FIGURE))
+            write_figure(trainer, result.params_initial, os.path.join(out, FIGURE),
+                         (result.before, result.after))
             written.append(FIGURE)
         except ImportError:
             note = f" (matplotlib not installed: no {FIGURE})"

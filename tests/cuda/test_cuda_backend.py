@@ -704,7 +704,7 @@ def test_unavailable_without_gpu_or_simulator():
     if "UNAVAILABLE" not in out and "'cuda'" in out:
         pytest.skip("a real GPU is present")
     assert "UNAVAILABLE: backend 'cuda' is not available: no usable CUDA driver" in out
-    assert "NUMBA_ENABLE_CUDASIM=1" in out
+    assert "NUMBA_ENABLE_CUDASIM" not in out  # the simulator is for developers, not advice
     assert "BACKENDS: ['numpy', 'cpu']" in out
 
 
@@ -810,7 +810,16 @@ def test_every_kernel_compiles_to_ptx(compiler):
 
     names = [name for name, _, _ in _ptx.kernel_signatures()]
     ptx = _ptx.compile_all_ptx(compiler, cc=(9, 0))
-    assert sorted(ptx) == sorted(names)
+    if kc.SIMULATOR:
+        # The simulator's tile kernels have other slice widths than the GPU's, which
+        # the compiling subprocess (no simulator) lists: compare the rest by name.
+        names = [n for n in names if not n.startswith("tiles.")]
+        for ft in ("float32", "float64"):
+            for kind in ("counts", "weighted"):
+                assert any(n.startswith(f"tiles.{kind}[{ft},") for n in ptx), (kind, ft)
+        assert sorted(n for n in ptx if not n.startswith("tiles.")) == sorted(names)
+    else:
+        assert sorted(ptx) == sorted(names)
     for name, text in ptx.items():
         assert ".target sm_90" in text and ".entry" in text, name
     bounded = ptx["fused.counts[float32,gram]"]

@@ -297,6 +297,29 @@ def error_cases(backend):
           "ranks out of step after the error cases")
 
 
+def estimate_cases(rng):
+    """mpi.entropy_estimate equals kde.entropy_estimate, field for field, on every rank."""
+    X = np.concatenate([rng.integers(0, 2, size=(2, 30, 6)),
+                        np.repeat(rng.integers(0, 2, size=(2, 1, 6)), 25, axis=1)], axis=1)
+    counts = uneven_counts(rng, X.shape[1], empty={0})
+    for method in ("nsb", "chao-shen", "miller-madow", "plugin"):
+        got = mpi.entropy_estimate(my_rows(X, counts), method, base=2, rng=11, n_boot=200)
+        want = kde.entropy_estimate(X, method, base=2, rng=11, n_boot=200)
+        for field in ("estimate", "stderr", "low", "high", "plugin", "n", "distinct",
+                      "singletons", "coverage"):
+            check(np.array_equal(getattr(got, field), getattr(want, field)),
+                  f"estimate {method} {field}: {getattr(got, field)} != {getattr(want, field)}")
+        same_on_all_ranks(got.estimate, f"estimate {method}")
+        same_on_all_ranks(got.high, f"estimate {method} high")
+    one = np.ones((12, 3))
+    got = mpi.entropy_estimate(my_rows(one, uneven_counts(rng, 12)), "nsb")
+    check(got == kde.entropy_estimate(one, "nsb"), "estimate one pattern")
+    expect_error(ValueError, "estimate: confidence out of range",
+                 lambda: mpi.entropy_estimate(np.zeros((3, 4)), confidence=1.5), ("confidence",))
+    expect_error(ValueError, "estimate: n_boot < 1 on every rank",
+                 lambda: mpi.entropy_estimate(np.zeros((3, 4)), n_boot=0), ("n_boot",))
+
+
 def main() -> int:
     seed = int(sys.argv[1])
     backends = sys.argv[2].split(",")
@@ -307,6 +330,7 @@ def main() -> int:
             soft_edge_cases(rng, backend)
             error_cases(backend)
         hard_cases(np.random.default_rng([seed, 99]))
+        estimate_cases(np.random.default_rng([seed, 98]))
     except Exception:  # noqa: BLE001 - report and abort every rank instead of hanging
         traceback.print_exc()
         sys.stdout.flush()

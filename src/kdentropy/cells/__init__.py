@@ -48,17 +48,19 @@ Examples
 from typing import Any
 
 from .history import History
-from .loss import ReproducibilityLoss
+from .loss import ReproducibilityLoss, auto_sigma
 from .metrics import pattern_stats
 from .saved import SavedRun
 from .system import CellSystem, Rollout
 from .topology import Grid, Line, Ring, Topology, Torus
-from .trainer import Trainer, TrainResult, train
+from .trainer import FlatEntropyWarning, Trainer, TrainResult, train
 
 __all__ = [
     "CellSystem",
     "Rollout",
     "ReproducibilityLoss",
+    "auto_sigma",
+    "FlatEntropyWarning",
     "pattern_stats",
     "History",
     "Trainer",

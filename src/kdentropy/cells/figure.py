@@ -25,7 +25,8 @@ def _title(system: CellSystem, seed: int) -> str:
             f"noise {system.noise:g}, seed {seed}")
 
 
-def training_figure(trainer: Trainer, params_initial: np.ndarray, n_show: int = 4) -> Any:
+def training_figure(trainer: Trainer, params_initial: np.ndarray, n_show: int = 4,
+                    evaluations: tuple[dict, dict] | None = None) -> Any:
     """The figure of a training run: patterns before and after, entropy and loss curves.
 
     Rows 1 and 2 show ``n_show`` runs of the evaluation batch before and
@@ -36,7 +37,10 @@ def training_figure(trainer: Trainer, params_initial: np.ndarray, n_show: int = 
     black), a gallery of ``2 n_show`` runs. Row 3 shows the entropies during
     training, hard entropy of the evaluation batch as markers at the
     iterations where it was measured, with the ``log N`` ceilings of the
-    training and evaluation batches as dashed lines, and the loss and the
+    training and evaluation batches as dashed lines; at the first and last
+    evaluation, the estimated entropy of the system with its 95 % interval
+    as error bars (:func:`kdentropy.cells.metrics.estimate_stats`; the
+    history keeps only the plug-in value of the evaluations in between), and the loss and the
     anti-collapse penalty on a log scale. The title gives topology, channels,
     noise and seed.
 
@@ -48,6 +52,11 @@ def training_figure(trainer: Trainer, params_initial: np.ndarray, n_show: int = 
         The parameters "before".
     n_show : int, optional
         Evaluation runs shown per row (1-D) or half the gallery (2-D). Default 4.
+    evaluations : (dict, dict), optional
+        The evaluations before and after training
+        (:func:`~kdentropy.cells.metrics.evaluate_batch` results), if the
+        caller has them; by default they are computed again from the
+        evaluation batch.
 
     Returns
     -------
@@ -77,7 +86,7 @@ def training_figure(trainer: Trainer, params_initial: np.ndarray, n_show: int = 
     FigureCanvasAgg(fig)
     # Fixed margins rather than matplotlib's constrained_layout, which triples the drawing time.
     grid = fig.add_gridspec(3, 1, height_ratios=[1, 1, 1.1], left=0.07, right=0.93,
-                            bottom=0.06, top=0.91, hspace=0.4)
+                            bottom=0.08, top=0.91, hspace=0.4)
     fig.suptitle(_title(system, trainer.seed), fontsize=10)
     for row, (traj, label) in enumerate(zip(trajs, ("before", "after"))):
         if two_d:
@@ -85,7 +94,9 @@ def training_figure(trainer: Trainer, params_initial: np.ndarray, n_show: int = 
         else:
             _spacetime(fig, grid[row], traj, threshold, label)
     curves = grid[2].subgridspec(1, 2, wspace=0.25)
-    _entropy_panel(fig.add_subplot(curves[0]), trainer)
+    if evaluations is None:
+        evaluations = (trainer.evaluate(params_initial), trainer.evaluate())
+    _entropy_panel(fig.add_subplot(curves[0]), trainer, evaluations)
     _loss_panel(fig.add_subplot(curves[1]), trainer)
     return fig
 
@@ -120,19 +131,28 @@ def _gallery(fig: Any, cell: Any, final: np.ndarray, system: CellSystem, thresho
     """Binarised final patterns of 2-D runs, two rows of ``ncols``."""
     k = final.shape[0]
     nrows = 2 if k > ncols else 1
-    sub = cell.subgridspec(nrows, ncols, wspace=0.15, hspace=0.3)
+    # One extra narrow column holds the key, so every run keeps a square panel.
+    sub = cell.subgridspec(nrows, ncols + 1, width_ratios=[1] * ncols + [0.35],
+                           wspace=0.35, hspace=0.8)
     for j in range(k):
         ax = fig.add_subplot(sub[j // ncols, j % ncols])
         ax.imshow(system.layout.grid_view(final[j] >= threshold).astype(float), cmap="gray_r",
                   vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if j == 0:
-            ax.set_ylabel(f"{label} training", fontsize=9)
-        ax.set_title(f"run {j + 1}", fontsize=8)
+        ax.tick_params(labelsize=6, length=2)
+        ax.set_xlabel("column", fontsize=7, labelpad=1)
+        ax.set_ylabel(f"{label} training\nrow" if j == 0 else "row", fontsize=7,
+                      labelpad=1)
+        ax.set_title(f"{label}, run {j + 1}", fontsize=8)
+    key = fig.add_subplot(sub[0, ncols])
+    key.imshow([[1.0], [0.0]], cmap="gray_r", vmin=0, vmax=1, aspect="auto")
+    key.set_xticks([])
+    key.set_yticks([0, 1], [f"on (\u2265 {threshold:g})", f"off (< {threshold:g})"],
+                   fontsize=7)
+    key.yaxis.tick_right()
+    key.set_title("final state", fontsize=7)
 
 
-def _entropy_panel(ax: Any, trainer: Trainer) -> None:
+def _entropy_panel(ax: Any, trainer: Trainer, evaluations: tuple[dict, dict]) -> None:
     h = trainer.history.as_arrays()
     ev = trainer.history.evaluations()
     rows = ~np.isnan(h["soft_entropy"])
@@ -141,14 +161,32 @@ def _entropy_panel(ax: Any, trainer: Trainer) -> None:
     line = ax.plot(it, h["hard_entropy"][rows], lw=1, alpha=0.8,
                    label="hard entropy (training batch)")[0]
     ax.axhline(np.log(trainer.batch), color=line.get_color(), ls="--", lw=0.8,
-               label=f"log {trainer.batch} (training batch)")
+               label=f"ceiling log {trainer.batch} (training batch)")
     dots = ax.plot(ev["iteration"], ev["eval_hard_entropy"], "o", ms=4,
                    label=f"hard entropy ({trainer.eval_batch} fresh runs)")[0]
     ax.axhline(np.log(trainer.eval_batch), color=dots.get_color(), ls="--", lw=0.8,
-               label=f"log {trainer.eval_batch} (fresh runs)")
+               label=f"ceiling log {trainer.eval_batch} (fresh runs)")
+    top = 1.08 * np.log(max(trainer.batch, trainer.eval_batch))
+    marks = [s for s in evaluations if "entropy_estimate" in s]
+    if marks and ev["iteration"].size:
+        # Before at the first evaluation, after at the last one.
+        where = [ev["iteration"][0], ev["iteration"][-1]][-len(marks):]
+        est = np.array([s["entropy_estimate"] for s in marks])
+        low = np.array([s["entropy_low"] for s in marks])
+        high = np.array([s["entropy_high"] for s in marks])
+        ax.errorbar(where, est, yerr=[est - low, high - est], fmt="s", ms=5, mfc="none",
+                    capsize=3, color=dots.get_color(),
+                    label=f"estimated entropy of the system, 95 % CI ({marks[0]['estimator']})")
+        # Room for the bars, but an interval that reaches log 2^D (no
+        # coincidences: the prior's answer) must not flatten the curves.
+        top = max(top, min(1.05 * float(high.max()), 3 * top))
     ax.set_xlabel("iteration", fontsize=8)
     ax.set_ylabel("entropy (nats)", fontsize=8)
-    ax.set_ylim(bottom=0, top=1.08 * np.log(max(trainer.batch, trainer.eval_batch)))
+    ax.set_ylim(bottom=0, top=top)
+    # Why the dashed lines matter: a batch cannot show more disorder than that.
+    ax.text(0.0, -0.2, "dashed: log N, the most N runs can show (all different); the "
+            "estimate is of the system and may exceed it", transform=ax.transAxes,
+            fontsize=6.5, va="top")
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)

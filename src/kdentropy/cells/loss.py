@@ -41,9 +41,19 @@ that plateau in 300 iterations. ``sigma = 1`` (about ``0.5 sqrt(D / 32)``,
 the width that works for 32 cells) reached hard entropy 0 within 25
 iterations. Too wide is as bad: ``sigma = 1`` on 32 cells sees every batch
 as one pattern, and the 1-D systems then stayed at ``log N``.
+
+Hence ``sigma="auto"`` (the default of :class:`~kdentropy.cells.Trainer`,
+:func:`~kdentropy.cells.train` and ``kdentropy train``): :func:`auto_sigma`
+gives ``0.5 sqrt(D / 32)`` for D scored cells, the width measured to work on
+lines, rings, grids and tori, with and without hidden channels (hidden
+channels are not scored, so they do not count). The library's entropy
+functions keep their fixed default ``sigma = 0.5``.
 """
 
 from __future__ import annotations
+
+import math
+from typing import cast
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -53,7 +63,35 @@ from .. import backends as _backends
 from .._params import DEFAULT, SoftParams
 from .._soft import compute
 
-__all__ = ["ReproducibilityLoss"]
+__all__ = ["ReproducibilityLoss", "AUTO", "auto_sigma"]
+
+#: The ``sigma`` value that asks for :func:`auto_sigma` of the system's cell count.
+AUTO = "auto"
+
+# The measured reference point of the rule: 0.5 works for 32 cells.
+_REFERENCE_CELLS, _REFERENCE_SIGMA = 32, 0.5
+
+
+def auto_sigma(n_cells: int) -> float:
+    """The kernel width ``sigma="auto"`` stands for: ``0.5 sqrt(n_cells / 32)``.
+
+    Two runs that disagree on a fixed fraction of the cells are about
+    ``sqrt(n_cells)`` apart, so the width that lets the soft counts see them
+    as neighbours grows like that; 0.5 is the width measured to work for 32
+    cells (see the module docstring).
+
+    Parameters
+    ----------
+    n_cells : int
+        Scored cells D (the visible channel; hidden channels do not count).
+
+    Returns
+    -------
+    float
+        0.5 for 32 cells, about 1.06 for a 12 x 12 grid.
+    """
+    n = _validation.integer(n_cells, "n_cells", 1)
+    return _REFERENCE_SIGMA * math.sqrt(n / _REFERENCE_CELLS)
 
 
 class ReproducibilityLoss:
@@ -69,7 +107,12 @@ class ReproducibilityLoss:
     ----------
     temperature, sigma, threshold : float, optional
         The soft entropy's keywords, as for :func:`kdentropy.soft_entropy_and_grad`
-        (same defaults); validated once, here.
+        (same defaults); validated once, here. ``sigma`` may also be
+        ``"auto"``: :func:`auto_sigma` of the number of cells, fixed (and
+        the keywords validated) by :meth:`for_cells`, which
+        :class:`~kdentropy.cells.Trainer` calls with its system's cell count;
+        called directly on patterns of D cells, such a loss uses
+        ``auto_sigma(D)``.
     anti_collapse : float, optional
         Weight of the penalty, in ``[0, 1e6]`` (0 disables it). Default 100: a fully
         collapsed batch (penalty 1/4) then costs 25 nats, far more than the
@@ -80,10 +123,24 @@ class ReproducibilityLoss:
         Entropy backend (see :func:`kdentropy.soft_entropy`).
     """
 
-    def __init__(self, temperature: float = DEFAULT.temperature, sigma: float = DEFAULT.sigma,
-                 *, threshold: float = DEFAULT.threshold, anti_collapse: float = 100.0,
-                 band: tuple[float, float] = (0.5, 0.5), backend: str | None = None) -> None:
-        self.params = SoftParams(temperature, sigma, threshold)  # a bad value fails here
+    #: The validated keywords; None while ``sigma`` is ``"auto"`` and unresolved.
+    params: SoftParams | None
+    # (temperature, threshold) of an unresolved "auto" loss, checked by for_cells.
+    _unresolved: tuple[float, float]
+    # (D, params) of the last cell count an unresolved loss was called on.
+    _auto_cache: tuple[int, SoftParams] | None = None
+
+    def __init__(self, temperature: float = DEFAULT.temperature,
+                 sigma: float | str = DEFAULT.sigma, *, threshold: float = DEFAULT.threshold,
+                 anti_collapse: float = 100.0, band: tuple[float, float] = (0.5, 0.5),
+                 backend: str | None = None) -> None:
+        if isinstance(sigma, str) and sigma == AUTO:
+            # Validated once, by for_cells, when the number of cells is known.
+            self.params = None
+            self._unresolved = (temperature, threshold)
+        else:
+            # A bad value (another string included) fails here, naming sigma.
+            self.params = SoftParams(temperature, cast(float, sigma), threshold)
         self._check_options(anti_collapse, band, backend)
 
     def _check_options(self, anti_collapse: float = 100.0,
@@ -128,22 +185,64 @@ class ReproducibilityLoss:
                              "normalize False)")
         loss = cls.__new__(cls)
         loss.params = params
-        loss._check_options(**options)
+        loss._check_options(**options)  # type: ignore[arg-type]
         return loss
+
+    def _options(self) -> dict:
+        return {"anti_collapse": self.anti_collapse, "band": self.band,
+                "backend": self.backend}
+
+    def for_cells(self, n_cells: int) -> ReproducibilityLoss:
+        """This loss with ``sigma="auto"`` resolved for ``n_cells`` scored cells.
+
+        Parameters
+        ----------
+        n_cells : int
+            Cells D of the patterns the loss will score.
+
+        Returns
+        -------
+        ReproducibilityLoss
+            ``self`` when sigma is already a number; otherwise a new loss with
+            ``sigma = auto_sigma(n_cells)`` (its keywords validated once, here).
+        """
+        if self.params is not None:
+            return self
+        temperature, threshold = self._unresolved
+        return ReproducibilityLoss.from_params(
+            SoftParams(temperature, auto_sigma(n_cells), threshold), **self._options())
+
+    def _params_for(self, X: ArrayLike) -> SoftParams:
+        """The keywords for the patterns X (``"auto"`` resolved once per cell count)."""
+        if self.params is not None:
+            return self.params
+        shape = np.shape(X)
+        if len(shape) < 2:
+            raise ValueError(f"X must have shape (..., N, D); got shape {shape}")
+        D = shape[-1]
+        if self._auto_cache is None or self._auto_cache[0] != D:
+            resolved = self.for_cells(D).params
+            assert resolved is not None  # for_cells always resolves
+            self._auto_cache = (D, resolved)
+        return self._auto_cache[1]
 
     @property
     def temperature(self) -> float:
         """Sigmoid sharpness T of the soft entropy."""
+        if self.params is None:
+            return self._unresolved[0]
         return self.params.temperature
 
     @property
-    def sigma(self) -> float:
-        """Kernel width σ of the soft entropy."""
-        return self.params.sigma
+    def sigma(self) -> float | str:
+        """Kernel width σ of the soft entropy (``"auto"`` until :meth:`for_cells`)."""
+        return AUTO if self.params is None else self.params.sigma
 
     @property
     def threshold(self) -> float:
         """Sigmoid midpoint θ of the soft entropy."""
+        if self.params is None:
+            return self._unresolved[1]
         return self.params.threshold
 
     def soft_entropy(self, X: ArrayLike) -> float:
@@ -158,7 +257,7 @@ class ReproducibilityLoss:
         -------
         float
         """
-        return float(compute(X, self.params, self.backend, want_grad=False)[0])
+        return float(compute(X, self._params_for(X), self.backend, want_grad=False)[0])
 
     def get_config(self) -> dict:
         """JSON-serialisable constructor arguments."""
@@ -220,7 +319,7 @@ class ReproducibilityLoss:
         X = _validation.real_array(X, "X")
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (N, D); got shape {X.shape}")
-        H, dX = compute(X, self.params, self.backend, want_grad=True)
+        H, dX = compute(X, self._params_for(X), self.backend, want_grad=True)
         H = float(H)
         dX = np.asarray(dX, dtype=np.float64)
         P = 0.0

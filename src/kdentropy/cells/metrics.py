@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .. import _validation, hard
+from .. import _validation, estimate, hard
 from .topology import TOPOLOGIES, Topology, make_topology
 
 if TYPE_CHECKING:
     from .loss import ReproducibilityLoss
     from .system import CellSystem
 
-__all__ = ["pattern_stats", "batch_hard_entropy", "evaluate_batch"]
+__all__ = ["pattern_stats", "batch_hard_entropy", "evaluate_batch", "estimate_stats",
+           "ESTIMATOR", "ESTIMATE_KEYS"]
 
 
 def batch_hard_entropy(X: np.ndarray, threshold: float) -> float:
@@ -26,11 +27,45 @@ def batch_hard_entropy(X: np.ndarray, threshold: float) -> float:
     return hard.entropy_of_counts(hard.count_rows(hard.binarize(X, threshold))[1])
 
 
+# The estimate the evaluations report next to the plug-in value: the library's
+# recommended estimator, whose interval needs no random numbers.
+ESTIMATOR = estimate.RECOMMENDED
+#: The keys :func:`pattern_stats` adds about the estimated entropy of the system.
+ESTIMATE_KEYS = ("entropy_estimate", "entropy_low", "entropy_high", "entropy_stderr",
+                 "coverage", "estimator")
+
+
+def estimate_stats(counts: np.ndarray, D: int, confidence: float = 0.95) -> dict:
+    """The estimated entropy (nats) of the system behind one batch's pattern counts.
+
+    Parameters
+    ----------
+    counts : ndarray of int64
+        Counts of the distinct patterns.
+    D : int
+        Cells per pattern (the estimator's alphabet is ``2**D``).
+    confidence : float, optional
+        Nominal coverage of the interval. Default 0.95.
+
+    Returns
+    -------
+    dict
+        ``entropy_estimate``, ``entropy_low``, ``entropy_high``,
+        ``entropy_stderr``, ``coverage`` (Good–Turing, ``1 - f1/N``) and
+        ``estimator`` (its name).
+    """
+    r = estimate.entropy_from_counts(counts, ESTIMATOR, confidence=confidence,
+                                     alphabet_size=estimate.alphabet_of_patterns(D))
+    return {"entropy_estimate": r.estimate, "entropy_low": r.low, "entropy_high": r.high,
+            "entropy_stderr": r.stderr, "coverage": r.coverage, "estimator": r.method}
+
+
 def _stats(X: np.ndarray, threshold: float, topology: Topology) -> dict:
     """:func:`pattern_stats` of a checked ``(N, D)`` array."""
     B = hard.binarize(X, threshold)
     _, counts = hard.count_rows(B)
     return {"hard_entropy": hard.entropy_of_counts(counts),
+            **estimate_stats(counts, X.shape[1]),
             "distinct": int(counts.size),
             "fraction_on": float(B.mean()) if B.size else 0.0,
             "boundaries": float(topology.boundaries(B).mean()),
@@ -92,7 +127,10 @@ def pattern_stats(X: ArrayLike, threshold: float = 0.5, *,
         ``hard_entropy`` (nats), ``distinct`` (number of distinct patterns),
         ``fraction_on`` (mean fraction of cells on), ``boundaries`` (mean
         number of 0/1 boundaries per run) and ``mode_fraction`` (fraction of
-        runs giving the most common pattern).
+        runs giving the most common pattern); and the entropy of the system
+        estimated from the pattern counts, with its 95 % interval
+        (:func:`estimate_stats`: ``entropy_estimate``, ``entropy_low``,
+        ``entropy_high``, ``entropy_stderr``, ``coverage``, ``estimator``).
 
     Examples
     --------

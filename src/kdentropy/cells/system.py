@@ -170,14 +170,16 @@ class CellSystem:
         self.noise = _validation.bounded(noise, "noise", 0.0, _validation.NOISE_MAX)
         self.rate = _validation.bounded(rate, "rate", 0.0, 1.0, low_open=True)
         self.output_init_scale = _validation.nonnegative(output_init_scale, "output_init_scale")
+        widths: tuple[Any, ...]
         if isinstance(hidden, (int, np.integer)):
-            hidden = (hidden,)
-        try:
-            hidden = tuple(hidden)
-        except TypeError:
-            raise TypeError(f"hidden must be an integer or a sequence of integers; "
-                            f"got {type(hidden).__name__}") from None
-        self.hidden = tuple(_validation.size(h, f"hidden[{i}]") for i, h in enumerate(hidden))
+            widths = (hidden,)
+        else:
+            try:
+                widths = tuple(hidden)
+            except TypeError:
+                raise TypeError(f"hidden must be an integer or a sequence of integers; "
+                                f"got {type(hidden).__name__}") from None
+        self.hidden = tuple(_validation.size(h, f"hidden[{i}]") for i, h in enumerate(widths))
         self.net = MLP([self.layout.n_features, *self.hidden, self.n_channels],
                        activation=activation, output_activation="sigmoid")
         _validation.element_budget([("n_params", self.net.n_params)], "the parameter vector")
@@ -359,8 +361,8 @@ class CellSystem:
             return Rollout(final=final, caches=cache if keep_caches else (), trajectory=traj,
                            engine="numba")
         x = x0.copy()
-        caches = []
-        traj = [x] if keep_trajectory else None
+        caches: list[Any] = []
+        traj = [x] if keep_trajectory else []
         rate = self.rate
         for t in range(self.steps):
             s, cache = self.net.forward_unchecked(params, self.layout.features(x))
@@ -430,6 +432,7 @@ class CellSystem:
             # dL/dx_0 is not needed (x_0 is data), so the first step skips it.
             dfeat = self.net.backward_into(params, cache, gs, dparams, need_dx=t > 0)
             if t > 0:
+                assert dfeat is not None  # need_dx was true
                 g = self.layout.features_adjoint(dfeat)
                 if rate != 1.0:
                     g += (1.0 - rate) * gp  # the x_t in x_t + rate (s - x_t)
@@ -457,7 +460,7 @@ class CellSystem:
         """
         x0, xi = self.sample_inputs(rng, n_runs)
         out = self.rollout(params, x0, xi, keep_caches=False, keep_trajectory=trajectory)
-        X = out.trajectory if trajectory else out.final
+        X = out.trajectory if out.trajectory is not None else out.final
         return X if all_channels else X[..., 0]
 
     def loss_and_grad(self, params: ArrayLike, x0: ArrayLike, xi: ArrayLike,

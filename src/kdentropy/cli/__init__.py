@@ -19,7 +19,9 @@
 One module per command (``add_parser`` and ``run``), the shared argument
 types in :mod:`~kdentropy.cli.args`. Errors (bad files, bad arguments) print
 one line on stderr and give a non-zero exit status: 2 for usage errors, 1 for
-everything else; :func:`main` holds that policy.
+everything else; :func:`main` holds that policy. A usage error names the help
+to read (``kdentropy train --help``) and, for a misspelt flag, subcommand or
+choice, the closest correct one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from ..backends import BackendUnavailableError
 from . import entropy, evaluate, info, plot, train
 from .args import PROG, CLIError, Parser, first_line
 
@@ -37,15 +40,17 @@ _COMMANDS = {"train": train, "entropy": entropy, "evaluate": evaluate, "plot": p
              "info": info}
 
 
-def _build_parser() -> Parser:
+def _build_parser() -> tuple[Parser, dict[str, Parser]]:
+    """The top-level parser and each subcommand's parser, by name."""
     parser = Parser(prog=PROG, description="Differentiable reproducibility entropy of "
-                    "pattern batches, and training cell systems to be reproducible.")
+                    "pattern batches, and training cell systems to be reproducible.",
+                    epilog=f"'{PROG} COMMAND --help' lists a command's options.")
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in _COMMANDS.values():
         command.add_parser(sub)
-    return parser
+    return parser, dict(sub.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,12 +67,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit status: 0 on success, 2 for usage errors, 1 for other errors
         (each reported as one line on stderr, never a traceback).
     """
-    parser = _build_parser()
+    parser, commands = _build_parser()
     try:
         try:
-            args = parser.parse_args(None if argv is None else list(argv))
+            args, extras = parser.parse_known_args(None if argv is None else list(argv))
         except SystemExit as exc:  # --help and --version exit through argparse
             return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        if extras:
+            # Reported by the subcommand's parser, so that the line points to
+            # its help and suggests its flags, not the top level's.
+            commands.get(args.command, parser).error(
+                f"unrecognized arguments: {' '.join(extras)}")
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
@@ -78,6 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BackendUnavailableError as exc:
+        # The library says what is missing; the command line adds the way round it.
+        message = first_line(exc)
+        also = "or " if "pip install" in message else ""
+        print(f"{PROG}: error: {message}; {also}run on the CPU with --backend cpu",
+              file=sys.stderr)
+        return 1
     except (ValueError, TypeError, OSError, ArithmeticError) as exc:
         # Library validation errors name the argument, and a diverged training
         # (FloatingPointError) says where; one line is enough.

@@ -8,14 +8,16 @@ command line and the Python API accept exactly the same values.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 
 from ..backends import BACKEND_NAMES
 
 __all__ = ["PROG", "BACKENDS", "CLIError", "Parser", "float_at_least", "positive_float",
            "nonneg_float", "finite_float", "int_at_least", "grid_shape", "log_base",
-           "host_backend", "first_line"]
+           "auto_or_float", "positive_float_or_none", "host_backend", "first_line", "did_you_mean"]
 
 PROG = "kdentropy"
 
@@ -41,12 +43,55 @@ class CLIError(Exception):
         self.prog = prog
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``word``, or ``""``.
+
+    Parameters
+    ----------
+    word : str
+        What was typed.
+    choices : iterable of str
+        What would have been understood.
+
+    Returns
+    -------
+    str
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser that raises :class:`CLIError` instead of printing usage and exiting."""
+    """ArgumentParser that raises :class:`CLIError` instead of printing usage and exiting.
+
+    The line names the help to read (``kdentropy train --help`` for a
+    subcommand's flags) and, for a misspelt flag, subcommand or choice, the
+    closest correct one.
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
         """Raise the usage error as a :class:`CLIError` with status 2."""
-        raise CLIError(f"{message} (see '{self.prog} --help')", status=2, prog=self.prog)
+        raise CLIError(f"{message}{self._suggestion(message)} (see '{self.prog} --help')",
+                       status=2, prog=self.prog)
+
+    def option_names(self) -> list[str]:
+        """Every long and short flag this parser knows."""
+        return [name for action in self._actions for name in action.option_strings]
+
+    def _suggestion(self, message: str) -> str:
+        """A "did you mean" for an unknown flag or an invalid choice in ``message``."""
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:
+            options = [c.strip().strip("'") for c in choice.group(2).split(",")]
+            return did_you_mean(choice.group(1), options)
+        unknown = re.match(r"unrecognized arguments: (.*)$", message)
+        if unknown:
+            for word in unknown.group(1).split():
+                if word.startswith("-"):
+                    hint = did_you_mean(word.split("=", 1)[0], self.option_names())
+                    if hint:
+                        return hint
+        return ""
 
 
 def float_at_least(minimum: float | None = None, *, strict: bool = False
@@ -126,6 +171,46 @@ def grid_shape(text: str) -> tuple[int, int]:
     if H < 1 or W < 1:
         raise argparse.ArgumentTypeError(f"expected sizes >= 1, got {text!r}")
     return H, W
+
+
+def auto_or_float(text: str) -> float | str:
+    """The argparse ``type`` of ``--sigma`` in ``train``: ``auto`` or a finite number.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    float or str
+        ``"auto"``, or the number (its range is ``SoftParams``'s rule).
+    """
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+
+
+def positive_float_or_none(text: str) -> float | None:
+    """An argparse ``type`` for a finite number > 0, or ``none`` (None: switched off).
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    float or None
+    """
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'none' or a finite number > 0, "
+                                         f"got {text!r}") from None
 
 
 def log_base(text: str) -> float | None:

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from .._params import DEFAULT, SoftParams
-from .args import BACKENDS, CLIError, finite_float, first_line, host_backend, log_base
+from ..estimate import DEFAULT_N_BOOT, METHODS, RECOMMENDED
+from .args import BACKENDS, CLIError, finite_float, first_line, host_backend, int_at_least, log_base
+from .summary import estimate_text
 
 __all__ = ["add_parser", "run", "soft_params_from_args", "load_array"]
 
@@ -37,6 +39,16 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--normalize", action="store_true", help="divide by D (entropy per cell)")
     e.add_argument("--backend", choices=BACKENDS, default=None,
                    help="backend (default: $KDENTROPY_BACKEND or auto)")
+    e.add_argument("--estimator", choices=METHODS, default=RECOMMENDED,
+                   help=f"estimator of the system's entropy, printed with its interval "
+                   f"({RECOMMENDED})")
+    e.add_argument("--confidence", type=finite_float, default=0.95,
+                   help="nominal coverage of the interval, in (0, 1) (0.95)")
+    e.add_argument("--n-boot", type=int_at_least(1), default=DEFAULT_N_BOOT,
+                   help=f"bootstrap resamples of the interval ({DEFAULT_N_BOOT}; not used by nsb)")
+    e.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="seed of the bootstrap resamples (0): the same file prints the same "
+                   "interval every time")
     e.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -140,11 +152,16 @@ def run(args: argparse.Namespace) -> int:
     from .._soft import compute
 
     p = soft_params_from_args(args)  # usage errors before the file is read
+    if not 0.0 < args.confidence < 1.0:
+        raise CLIError(f"argument --confidence: must be in (0, 1); got {args.confidence:g}", 2)
     A = load_array(args.file)
     backend = host_backend(args.backend)
     try:
         soft = compute(A, p, backend, want_grad=False)[0]
         hard = kde.hard_entropy(A, p.threshold, base=p.base, normalize=p.normalize)
+        est = kde.entropy_estimate(A, args.estimator, p.threshold, base=p.base,
+                                   normalize=p.normalize, confidence=args.confidence,
+                                   n_boot=args.n_boot, rng=args.seed)
     except (ValueError, TypeError) as exc:  # the data is unusable: say which file
         raise CLIError(f"{args.file!r}: {first_line(exc)}") from None
     distinct = None
@@ -155,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
               "D": int(A.shape[-1]), "soft_entropy": _jsonable(soft),
               "hard_entropy": _jsonable(hard), "distinct_patterns": distinct, "unit": unit,
               "temperature": p.temperature, "sigma": p.sigma, "threshold": p.threshold,
-              "base": p.base, "normalize": p.normalize, "backend": backend}
+              "base": p.base, "normalize": p.normalize, "backend": backend,
+              "entropy_estimate": est.to_dict()}
     if args.json:
         print(json.dumps(result))
         return 0
@@ -170,4 +188,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"hard entropy: {fmt(hard)} {unit}  (threshold {p.threshold:g})")
     if distinct is not None:
         print(f"distinct patterns: {distinct}")
+    level = f"{100 * args.confidence:g} %"
+    if np.ndim(est.estimate) == 0:
+        line = estimate_text(est.estimate, est.low, est.high, est.coverage, est.method, unit)
+        print(f"estimated entropy of the system: {line.replace('95 %', level)}")
+    else:
+        print(f"estimated entropy of the system ({est.method}): {fmt(est.estimate)} {unit}")
+        print(f"  {level} CI low:  {fmt(est.low)}\n  {level} CI high: {fmt(est.high)}")
+        print(f"  coverage: {np.array2string(np.asarray(est.coverage), precision=2)}")
     return 0

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     int
         0.
     """
+    from ..cells.metrics import ESTIMATE_KEYS
     from ..runs import load_run
     from .summary import evaluation_lines
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     system = saved.system if args.noise is None else saved.with_noise(args.noise)
     if args.json:
         keys = ("hard_entropy", "soft_entropy", "distinct", "fraction_on", "boundaries",
-                "mode_fraction")
+                "mode_fraction", *ESTIMATE_KEYS)
         print(json.dumps({"source": saved.source, "runs": runs, "seed": seed,
                           "noise": system.noise, "unit": "nats",
                           "before": {k: before[k] for k in keys},

@@ -1,4 +1,9 @@
-"""``kdentropy info``: versions, available backends, Numba threads and GPU presence."""
+"""``kdentropy info``: versions, available backends, Numba threads and GPU presence.
+
+Every optional dependency is listed by extra (``pip install "kdentropy[EXTRA]"``)
+with its installed version, read from kdentropy's own package metadata so the
+list cannot drift from ``pyproject.toml``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import re
 from typing import Any
 
 import numpy as np
@@ -35,6 +41,40 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+# Optional packages that are no extra's requirement but change what runs.
+_ALSO_OPTIONAL = {"cuda": ("numba-cuda-mlir",)}
+
+
+def _optional_dependencies() -> dict[str, dict[str, str | None]] | None:
+    """Each extra's packages and their installed versions (None: not installed).
+
+    Read from kdentropy's metadata (``Requires-Dist: ...; extra == "x"``);
+    packages that are also core requirements (NumPy pins) and the aggregate
+    extras (``dev``, ``all``) are left out. None when kdentropy's metadata
+    cannot be found (a source tree that was never installed).
+    """
+    from importlib import metadata
+    try:
+        requires = metadata.requires("kdentropy") or []
+    except metadata.PackageNotFoundError:
+        return None
+    core: set[str] = set()
+    extras: dict[str, list[str]] = {}
+    for line in requires:
+        name = re.match(r"[A-Za-z0-9._-]+", line)
+        if name is None:
+            continue
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", line)
+        dist = name.group(0)
+        if extra is None:
+            core.add(dist.lower())
+        elif dist.lower() != "kdentropy":
+            extras.setdefault(extra.group(1), []).append(dist)
+    return {extra: {dist: _version(dist) for dist in [*dists, *_ALSO_OPTIONAL.get(extra, ())]
+                    if dist.lower() not in core}
+            for extra, dists in extras.items()}
 
 
 def _gpu_info() -> dict:
@@ -80,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         import numba
         numba_version: str | None = numba.__version__
         threads: int | None = int(numba.get_num_threads())
-        threading_layer = str(numba.config.THREADING_LAYER)
+        threading_layer = str(getattr(numba.config, "THREADING_LAYER", None))
     except Exception:  # pragma: no cover - numba is a hard dependency
         numba_version, threads, threading_layer = None, None, None
     info = {
@@ -93,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "mpi4py": _version("mpi4py"),
         "matplotlib": _version("matplotlib"),
         "tqdm": _version("tqdm"),
+        "optional": _optional_dependencies(),
         "backends": kde.available_backends(),
         "default_backend": kde.get_backend(),
         "numba_threads": threads,
@@ -106,6 +147,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"kdentropy   {info['kdentropy']}  (Python {info['python']}, {platform.platform()})")
     for name in ("numpy", "scipy", "numba", "numba_cuda", "mpi4py", "matplotlib", "tqdm"):
         print(f"{name.replace('_', '-'):<11} {info[name] or 'not installed'}")
+    optional = info["optional"]
+    if optional is None:
+        print("extras      unknown (kdentropy's package metadata not found; pip install it)")
+    else:
+        for extra, dists in optional.items():
+            listed = ", ".join(f"{d} {v or 'not installed'}" for d, v in dists.items())
+            print(f"[{extra}]{'':<{max(1, 10 - len(extra))}}{listed}")
     print(f"backends    {', '.join(info['backends'])}  (default: {info['default_backend']})")
     print(f"threads     {threads} Numba threads ({threading_layer} layer), "
           f"{info['cpu_count']} CPUs")

@@ -42,14 +42,19 @@ def run(args: argparse.Namespace) -> int:
     from .. import runs
     from ..cells import Trainer
 
+    # The wording of kdentropy.runs.load_run, so that plot and evaluate say the same.
+    if not os.path.exists(args.run_dir):
+        raise CLIError(f"no such file or folder: {args.run_dir!r}")
     ckpt = runs.checkpoint_in(args.run_dir)
     if not os.path.isfile(ckpt):
-        raise CLIError(f"no {runs.CHECKPOINT} in {args.run_dir!r} (written by 'kdentropy train')")
+        raise CLIError(f"{args.run_dir!r} holds no {runs.CHECKPOINT} "
+                       "(a folder written by 'kdentropy train')")
     trainer = Trainer.load(ckpt)
     path = args.out or os.path.join(args.run_dir, runs.FIGURE)
     try:
         runs.write_figure(trainer, trainer.params_initial, path)
     except ImportError:
-        raise CLIError("drawing the figure needs matplotlib (pip install matplotlib)") from None
+        raise CLIError('drawing the figure needs matplotlib: pip install "kdentropy[plot]"'
+                       ) from None
     print(f"wrote {path}")
     return 0

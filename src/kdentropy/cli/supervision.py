@@ -5,7 +5,9 @@
 it shows progress, and a first Ctrl-C (SIGINT) waits for the iteration in
 progress, saves the checkpoint and raises :class:`TrainingInterrupted`.
 Loading that checkpoint and running on gives the same result, bit for bit,
-as a run that was never interrupted.
+as a run that was never interrupted. A
+:class:`~kdentropy.cells.trainer.FlatEntropyWarning` (training gets no
+gradient from the soft entropy) is printed as one ``kdentropy: warning:`` line.
 """
 
 from __future__ import annotations
@@ -16,13 +18,48 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .args import PROG
 
 if TYPE_CHECKING:
     from ..cells import Trainer
 
-__all__ = ["TrainingInterrupted", "DeferredInterrupt", "Progress", "supervised"]
+__all__ = ["TrainingInterrupted", "DeferredInterrupt", "Progress", "supervised",
+           "PROGRESS_MODES", "progress_mode"]
+
+#: ``--progress`` choices.
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
+
+
+def progress_mode(mode: str | bool, stream: TextIO | None = None) -> str:
+    """``"bar"``, ``"lines"`` or ``"none"`` for a ``--progress`` choice.
+
+    ``auto`` is a bar on a terminal and a line per ~10 % otherwise (a log
+    file gets no carriage-return redraws). True is ``bar`` and False
+    ``none``, the meaning they had before the modes.
+
+    Parameters
+    ----------
+    mode : {"auto", "bar", "lines", "none"} or bool
+    stream : file, optional
+        Where progress goes; default ``sys.stderr``.
+
+    Returns
+    -------
+    str
+    """
+    if isinstance(mode, bool):
+        return "bar" if mode else "none"
+    if mode not in PROGRESS_MODES:
+        raise ValueError(f"progress must be one of {', '.join(PROGRESS_MODES)}; got {mode!r}")
+    if mode == "auto":
+        stream = sys.stderr if stream is None else stream
+        isatty = getattr(stream, "isatty", None)
+        return "bar" if callable(isatty) and isatty() else "lines"
+    return mode
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -80,22 +117,23 @@ class DeferredInterrupt:
 
 
 class Progress:
-    """Training progress on stderr: a tqdm bar when tqdm is installed, else a line per ~10%.
+    """Training progress on stderr: a tqdm bar, or a line per ~10% of the iterations.
 
     Parameters
     ----------
     total : int
         Iterations this session will take.
-    enabled : bool
-        False shows nothing.
+    mode : {"auto", "bar", "lines", "none"} or bool
+        See :func:`progress_mode`; ``bar`` falls back to lines without tqdm.
     """
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, mode: str | bool) -> None:
         self.total, self.done, self.bar = total, 0, None
-        self.enabled = enabled and total > 0
+        mode = progress_mode(mode)
+        self.enabled = mode != "none" and total > 0
         self.every = max(1, total // 10)
         self.last_eval = math.nan
-        if self.enabled:
+        if self.enabled and mode == "bar":
             try:
                 from tqdm.auto import tqdm
             except ImportError:
@@ -137,8 +175,8 @@ class Progress:
 
 
 @contextlib.contextmanager
-def supervised(iterations: int, checkpoint: str | os.PathLike | None, *, progress: bool
-               ) -> Iterator[Callable[[Trainer], None]]:
+def supervised(iterations: int, checkpoint: str | os.PathLike | None, *,
+               progress: str | bool) -> Iterator[Callable[[Trainer], None]]:
     """Defer Ctrl-C to the end of an iteration and show progress, around one training call.
 
     Parameters
@@ -147,8 +185,8 @@ def supervised(iterations: int, checkpoint: str | os.PathLike | None, *, progres
         Iterations the training call will take (the length of the bar).
     checkpoint : path-like, optional
         Where the trainer is saved when Ctrl-C stops it.
-    progress : bool
-        Show :class:`Progress`.
+    progress : {"auto", "bar", "lines", "none"} or bool
+        How to show :class:`Progress` (see :func:`progress_mode`).
 
     Yields
     ------
@@ -164,10 +202,30 @@ def supervised(iterations: int, checkpoint: str | os.PathLike | None, *, progres
         On a second Ctrl-C (at once, without saving), or when Ctrl-C came
         after the last iteration.
     """
+    from ..cells.trainer import FlatEntropyWarning
+
     path = None if checkpoint is None else os.fspath(checkpoint)
     bar = Progress(iterations, progress)
+
+    def one_line(message: Warning | str, category: type[Warning], *args: Any,
+                 **kwargs: Any) -> None:
+        if bar.bar is not None:  # keep the bar intact below the line
+            bar.bar.clear()
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
     try:
-        with DeferredInterrupt() as interrupt:
+        with DeferredInterrupt() as interrupt, warnings.catch_warnings():
+            # The default format is two lines (file:line, then the source line).
+            warnings.simplefilter("always", FlatEntropyWarning)
+            previous = warnings.showwarning
+
+            def show(message: Warning | str, category: type[Warning], *args: Any,
+                     **kwargs: Any) -> None:
+                if issubclass(category, FlatEntropyWarning):
+                    one_line(message, category)
+                else:
+                    previous(message, category, *args, **kwargs)
+            warnings.showwarning = show
             def after_iteration(trainer: Trainer) -> None:
                 bar.update(trainer.iteration, trainer.history.last)
                 if interrupt.requested:

@@ -1,4 +1,12 @@
-"""``kdentropy train``: train a cell system, or resume one, and write its run folder."""
+"""``kdentropy train``: train a cell system, or resume one, and write its run folder.
+
+What it prints: on stderr, the automatic kernel width (with ``--sigma auto``,
+the default), a "compiling kernels" line when Numba has no cached machine code
+for the kernels the run needs, progress (``--progress``: a bar on a terminal,
+a line per ~10 % otherwise) and a one-line warning when the soft entropy gives
+no gradient; on stdout, the summary. ``--quiet`` leaves only warnings and
+errors (the summary is still written to ``summary.json``).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +18,24 @@ from typing import TYPE_CHECKING, Any
 
 from .._params import DEFAULT
 from .args import (
-    BACKENDS, PROG, CLIError, finite_float, grid_shape, host_backend, int_at_least,
-    nonneg_float, positive_float,
+    BACKENDS, PROG, CLIError, auto_or_float, finite_float, grid_shape, host_backend,
+    int_at_least, nonneg_float, positive_float, positive_float_or_none,
 )
 from .entropy import soft_params_from_args
+from .supervision import PROGRESS_MODES
 
 if TYPE_CHECKING:
-    from ..cells import TrainResult
+    from ..cells import CellSystem, TrainResult
 
 __all__ = ["add_parser", "run"]
+
+#: ``--sigma`` value for :func:`kdentropy.cells.loss.auto_sigma` (the default).
+SIGMA_AUTO = "auto"
+
+# Numba compile time of each group of kernels a run needs (the cell engine, the
+# cpu backend): both together took 20 s on a cold cache on 2 cores at load 3,
+# and up to 120 s when 10 other processes shared them.
+_COMPILE_SECONDS = 15
 
 
 def add_parser(sub: Any) -> None:
@@ -60,26 +77,30 @@ def add_parser(sub: Any) -> None:
                    "reference (auto: numba)")
     g = t.add_argument_group("training")
     g.add_argument("--batch", type=int_at_least(2), default=64, help="runs per iteration (64)")
-    g.add_argument("--iterations", type=int_at_least(0), default=200,
-                   help="optimizer steps (200)")
+    g.add_argument("--iterations", type=int_at_least(1), default=200,
+                   help="optimizer steps (200); with --resume, the total to reach")
     g.add_argument("--lr", type=positive_float, default=0.03,
                    help="Adam learning rate, in (0, 10] (0.03)")
     g.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                    help="learning-rate schedule: cosine decay to --min-lr, or constant (cosine)")
     g.add_argument("--min-lr", type=nonneg_float, default=1e-3,
                    help="final rate of the cosine schedule (0.001)")
-    g.add_argument("--clip-norm", type=positive_float, default=None,
-                   help="rescale gradients whose norm exceeds this (default: no clipping)")
+    # 1 rather than none: on a 12x12 grid without positions it took seed 0 from
+    # 0.32 to 0 nats (seeds 1 and 2 from 0.03 and 0 to 0), and a 32-cell line
+    # from <= 0.05 to 0, at the same cost per iteration.
+    g.add_argument("--clip-norm", type=positive_float_or_none, default=1.0,
+                   help="rescale gradients whose norm exceeds this (1); 'none' switches "
+                   "clipping off")
     g.add_argument("--anti-collapse", type=nonneg_float, default=100.0,
                    help="weight of the (mean state - 1/2)^2 anti-collapse term, "
                    "in [0, 1e6] (100)")
     g.add_argument("--temperature", type=finite_float, default=DEFAULT.temperature,
                    help="soft-entropy temperature, in (0, 1e50] "
                    f"({DEFAULT.temperature:g})")
-    g.add_argument("--sigma", type=finite_float, default=DEFAULT.sigma,
-                   help=f"kernel width, >= 1e-50 ({DEFAULT.sigma:g}); grow it with the "
-                   "pattern size, about "
-                   "0.5 sqrt(cells / 32): 1 for a 12x12 grid")
+    g.add_argument("--sigma", type=auto_or_float, default=SIGMA_AUTO,
+                   help="kernel width, >= 1e-50, or 'auto' (default): 0.5 sqrt(cells / 32), "
+                   "e.g. 0.5 for 32 cells, 1.06 for a 12x12 grid (the width that lets "
+                   "the soft entropy see runs that differ in a few cells as close)")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (0)")
     g.add_argument("--backend", choices=BACKENDS, default=None,
                    help="entropy backend (default: $KDENTROPY_BACKEND or auto, i.e. cpu; "
@@ -102,7 +123,79 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--force", action="store_true",
                    help="train into an --out folder that already holds a run, replacing it")
     g.add_argument("--no-plot", action="store_true", help="do not write training.png")
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress or summary output")
+    g.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                   help="training progress on stderr: a bar, a line per ~10%% of the "
+                   "iterations, or none (auto: a bar on a terminal, lines otherwise)")
+    g.add_argument("--quiet", "-q", action="store_true",
+                   help="print only warnings and errors: no progress, notices or summary "
+                   "(the summary is still written to summary.json)")
+
+
+def _progress(args: argparse.Namespace) -> str:
+    """The progress mode: ``--progress``, or none with ``--quiet``."""
+    return "none" if args.quiet else args.progress
+
+
+def _note(args: argparse.Namespace, line: str) -> None:
+    """A notice on stderr, unless ``--quiet``."""
+    if not args.quiet:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _compiled(prefix: str) -> bool | None:
+    """Whether Numba has machine code for the parallel kernels of the modules under ``prefix``.
+
+    True when one of them is compiled in this process or has a valid entry in
+    Numba's on-disk cache (stale entries, from edited sources, do not count);
+    None when that cannot be told (no such module loaded, or a Numba whose
+    cache internals differ).
+    """
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:  # pragma: no cover - numba is a hard dependency
+        return None
+    seen = False
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == prefix or name.startswith(prefix + ".")):
+            continue
+        for value in list(vars(module).values()):
+            if not (isinstance(value, Dispatcher) and value.targetoptions.get("parallel")):
+                continue
+            seen = True
+            if value.signatures:
+                return True
+            try:
+                # Numba's own check: an index whose source stamp matches.
+                if value._cache._cache_file._load_index():  # type: ignore[attr-defined]
+                    return True
+            except Exception:
+                return None
+    return False if seen else None
+
+
+_NOTICE_SHOWN = False  # the fallback: tell once per process when the cache cannot be read
+
+
+def _compile_notice(system: CellSystem, backend: str) -> str | None:
+    """The "compiling kernels" line for a run of ``system`` on ``backend``, or None."""
+    global _NOTICE_SHOWN
+    from .. import backends
+
+    groups = []
+    if system.engine == "numba":
+        groups.append("kdentropy.cells._kernels")
+    if backend != "numpy":
+        backends.load(backend)  # its modules must be imported to be inspected
+        groups.append(f"kdentropy.backends.{backend}")
+    states = [_compiled(group) for group in groups]
+    missing = sum(state is False for state in states)
+    if None in states and not _NOTICE_SHOWN:
+        missing = max(missing, 1)  # cannot tell: say it once, on the first run
+    if missing == 0:
+        return None
+    _NOTICE_SHOWN = True
+    return (f"compiling kernels (first run only, ~{missing * _COMPILE_SECONDS} s; later runs "
+            "use Numba's cache)")
 
 
 def _train_new(args: argparse.Namespace, ckpt: str) -> tuple[TrainResult, str]:
@@ -122,18 +215,30 @@ def _train_new(args: argparse.Namespace, ckpt: str) -> tuple[TrainResult, str]:
                               position="none" if args.no_position else "auto",
                               noise=args.noise, hidden_channels=args.channels, rate=args.rate,
                               engine=args.engine)
-    if args.schedule == "cosine" and args.iterations > 0:
+    schedule: Cosine | Constant
+    if args.schedule == "cosine":
         # Cosine refuses this too, but its message names min_lr, not the flags.
         if args.min_lr > args.lr:
             raise CLIError(f"--min-lr {args.min_lr} must not exceed --lr {args.lr}", 2)
         schedule = Cosine(args.lr, args.iterations, min_lr=args.min_lr)
     else:
         schedule = Constant(args.lr)
+    auto = args.sigma == SIGMA_AUTO
+    if auto:
+        args = argparse.Namespace(**{**vars(args),
+                                     "sigma": cells.loss.auto_sigma(system.n_cells)})
+    # The one check of the soft-entropy flags, after "auto" became a number.
     loss = cells.ReproducibilityLoss.from_params(soft_params_from_args(args),
                                                  anti_collapse=args.anti_collapse,
                                                  backend=backend)
     _prepare_out(args.out, force=args.force)
-    with supervised(args.iterations, ckpt, progress=not args.quiet) as after_iteration:
+    if auto:  # after every check, so that an error stays the only line
+        _note(args, f"kernel width: --sigma auto = 0.5 sqrt({system.n_cells} cells / 32) = "
+              f"{args.sigma:.4g}")
+    notice = _compile_notice(system, backend)
+    if notice:
+        _note(args, notice)
+    with supervised(args.iterations, ckpt, progress=_progress(args)) as after_iteration:
         result = cells.train(system, iterations=args.iterations, batch=args.batch,
                              optimizer=Adam(lr=schedule, clip_norm=args.clip_norm), loss=loss,
                              seed=args.seed, eval_batch=args.eval_batch,
@@ -156,10 +261,11 @@ def _train_resumed(args: argparse.Namespace, ckpt: str) -> tuple[TrainResult, st
     if remaining < 0:
         raise CLIError(f"--resume: the checkpoint is already at iteration "
                        f"{trainer.iteration} > --iterations {args.iterations}")
-    if not args.quiet:
-        print(f"resuming at iteration {trainer.iteration} of {args.iterations}",
-              file=sys.stderr, flush=True)
-    with supervised(remaining, ckpt, progress=not args.quiet) as after_iteration:
+    _note(args, f"resuming at iteration {trainer.iteration} of {args.iterations}")
+    notice = _compile_notice(trainer.system, trainer.loss.backend or host_backend(None))
+    if notice:
+        _note(args, notice)
+    with supervised(remaining, ckpt, progress=_progress(args)) as after_iteration:
         result = trainer.fit(remaining, checkpoint=ckpt, checkpoint_every=args.checkpoint_every,
                              callback=after_iteration)
     return result, trainer.loss.backend or "auto"

@@ -62,7 +62,8 @@ except ImportError as exc:  # the optional extra is not installed
     ) from exc
 
 from ._schedules import SCHEDULES
-from .hard import hard_entropy
+from .hard import entropy_estimate, hard_entropy
 from .soft import soft_entropy, soft_entropy_and_grad, soft_entropy_grad
 
-__all__ = ["soft_entropy", "soft_entropy_grad", "soft_entropy_and_grad", "hard_entropy"]
+__all__ = ["soft_entropy", "soft_entropy_grad", "soft_entropy_and_grad", "hard_entropy",
+           "entropy_estimate"]

@@ -12,17 +12,20 @@ before the next exchange.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 from numpy.typing import ArrayLike
 
 from .. import _validation
+from .. import estimate as _estimate
 from .. import hard as _hard
 from .._soft import batch_result
 from . import _agree
 
-__all__ = ["hard_entropy"]
+__all__ = ["hard_entropy", "entropy_estimate"]
 
 
 def _row_hash(records: np.ndarray) -> np.ndarray:
@@ -153,21 +156,51 @@ def hard_entropy(X_local: ArrayLike, threshold: float = 0.5, *, base: float | No
     >>> float(mpi.hard_entropy(X_local, base=2))                # doctest: +SKIP
     1.0
     """
+    part, guard, merged = _merged_counts(X_local, threshold, base, normalize, comm, {})
+    if part.G == 0:
+        return batch_result(np.zeros(0), part.batch_shape)
+    local = None
+    with guard:
+        population, totals, unit = merged
+        # p = count / N with the global N (hard.entropy_of_counts normalises by
+        # the sum of the counts it gets, which here is one owner's share).
+        local = np.bincount(population, weights=_hard.entropy_terms(totals, part.N),
+                            minlength=part.G)
+    # Added in rank order on every rank (not an Allreduce, whose order is the
+    # MPI library's): bit-identical everywhere and from run to run.
+    H = np.sum(guard.settle(local), axis=0)
+    factor = _validation.unit_scale(unit, part.D)
+    return batch_result(H * factor, part.batch_shape)
+
+
+def _merged_counts(X_local: ArrayLike, threshold: float, base: float | None, normalize: bool,
+                   comm: MPI.Intracomm | None, extra: dict[str, Any],
+                   check: Callable[[], Any] | None = None) -> tuple[Any, Any, Any]:
+    """Collective: count every distinct (population, pattern) of the global batch once.
+
+    Returns ``(part, guard, merged)``: the agreed partition, the guard of the
+    call and, on this rank, ``(population, totals, unit)`` for the patterns
+    this rank owns (``None`` when ``part.G == 0``). ``extra`` holds further
+    keywords that every rank must agree on; ``check`` validates them on
+    every rank first (its error reaches every rank).
+    """
     comm, error = _agree.communicator(comm)
-    A, params = None, {}
+    A, params, unit = None, {}, None
     if error is None:
         try:
+            if check is not None:
+                check()
             theta = _validation.real_scalar(threshold, "threshold")
             unit = _validation.log_unit(base, normalize)
             A = _validation.host_patterns(X_local, "X_local", allow_empty=True)
             params = {"threshold": theta,
                       "base": None if base is None else _validation.real_scalar(base, "base"),
-                      "normalize": unit[1]}
+                      "normalize": unit[1], **extra}
         except Exception as exc:  # noqa: BLE001 - any type must reach every rank
             error, A = exc, None
     part = _agree.partition(comm, error, A, params)
     if part.G == 0:
-        return batch_result(np.zeros(0), part.batch_shape)
+        return part, None, None
     P, guard = part.size, _agree.Guard(comm)
 
     # Count locally first: reproducible batches repeat rows, so this shrinks
@@ -193,17 +226,86 @@ def hard_entropy(X_local: ArrayLike, threshold: float = 0.5, *, base: float | No
     _alltoallv(comm, send_counts, send_n, got_counts, recv_n)
 
     # Every distinct (population, pattern) now lives on exactly one rank.
-    local = None
+    merged = None
     with guard:
-        merged, inverse = np.unique(got.reshape(-1, L).view(np.dtype((np.void, L))).ravel(),
-                                    return_inverse=True)
-        totals = np.bincount(inverse.ravel(), weights=got_counts, minlength=len(merged))
-        population = _population(merged.view(np.uint8).reshape(-1, L), part.G)
-        # p = count / N with the global N (hard.entropy_of_counts normalises by
-        # the sum of the counts it gets, which here is one owner's share).
-        local = np.bincount(population, weights=_hard.entropy_terms(totals, part.N), minlength=part.G)
-    # Added in rank order on every rank (not an Allreduce, whose order is the
-    # MPI library's): bit-identical everywhere and from run to run.
-    H = np.sum(guard.settle(local), axis=0)
-    factor = _validation.unit_scale(unit, part.D)
-    return batch_result(H * factor, part.batch_shape)
+        keys, inverse = np.unique(got.reshape(-1, L).view(np.dtype((np.void, L))).ravel(),
+                                  return_inverse=True)
+        totals = np.bincount(inverse.ravel(), weights=got_counts,
+                             minlength=len(keys)).astype(np.int64)
+        merged = (_population(keys.view(np.uint8).reshape(-1, L), part.G), totals, unit)
+    guard.settle()
+    return part, guard, merged
+
+
+def entropy_estimate(X_local: ArrayLike, method: str = _estimate.RECOMMENDED,
+                     threshold: float = 0.5, *, base: float | None = None,
+                     normalize: bool = False, confidence: float = 0.95,
+                     n_boot: int = _estimate.DEFAULT_N_BOOT, rng: Any = None,
+                     interval: str = "basic",
+                     comm: MPI.Intracomm | None = None) -> _estimate.EntropyEstimate:
+    """Bias-corrected entropy with a confidence interval, of a batch sharded over MPI ranks.
+
+    The patterns are counted as by :func:`hard_entropy` (never gathered);
+    then only the histogram of the counts (how many patterns were seen once,
+    twice, ...) of each population travels to every rank, which is all the
+    estimators need. Rank 0 computes the estimate, with its own ``rng``, and
+    every rank returns the same result, equal to that of
+    :func:`kdentropy.entropy_estimate` on the concatenated batch with the
+    same ``rng``.
+
+    Parameters
+    ----------
+    X_local : array_like, shape (..., n_local, D)
+        This rank's rows (as for :func:`hard_entropy`).
+    method, threshold, base, normalize, confidence, n_boot, interval
+        As for :func:`kdentropy.entropy_estimate`; the same on every rank.
+    rng : None, int or numpy.random.Generator, optional
+        The bootstrap's source on rank 0 (other ranks' are not used).
+    comm : mpi4py.MPI.Intracomm, optional
+        Default ``MPI.COMM_WORLD``.
+
+    Returns
+    -------
+    kdentropy.EntropyEstimate
+        Identical on every rank.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`kdentropy.entropy_estimate` and :func:`hard_entropy`, on
+        every rank.
+    """
+    checked: dict[str, Any] = {}
+
+    def check() -> None:
+        m, c, b, g, _, i = _estimate.check_keywords(method, confidence, n_boot, rng, base,
+                                                    normalize, interval)
+        checked.update(method=m, confidence=c, n_boot=b, rng=g, interval=i)
+
+    extra = {"method": str(method), "confidence": confidence, "n_boot": n_boot,
+             "interval": str(interval)}
+    part, guard, merged = _merged_counts(X_local, threshold, base, normalize, comm, extra,
+                                         check)
+    if part.G == 0:
+        raise ValueError("X_local must have at least one population on every rank")
+    hist = None
+    with guard:
+        population, totals, unit = merged
+        # (population, count) -> how many patterns of that population have that count.
+        pairs = np.stack([population, totals], axis=1)
+        hist = np.unique(pairs, axis=0, return_counts=True)
+    gathered = guard.settle(hist)
+    fields = None
+    with guard:
+        if part.rank == 0:
+            pairs = np.concatenate([h[0] for h in gathered]).reshape(-1, 2)
+            mult = np.concatenate([h[1] for h in gathered])
+            rows = [np.repeat(pairs[pairs[:, 0] == g, 1], mult[pairs[:, 0] == g])
+                    for g in range(part.G)]
+            fields = _estimate.estimate_from_sorted_counts(
+                _estimate.sorted_rows(rows), checked["method"], checked["confidence"],
+                checked["n_boot"], checked["rng"], _estimate.alphabet_of_patterns(part.D),
+                _validation.unit_scale(unit, part.D), checked["interval"])
+    fields = guard.settle(fields)[0]
+    return _estimate.make_result(fields, part.batch_shape, checked["method"],
+                                 checked["confidence"], checked["n_boot"], checked["interval"])

@@ -164,6 +164,18 @@ def unavailable_reason() -> str | None:
     """
     if SIMULATOR:  # the simulator runs the kernels as Python: no compilation
         return None
+    from importlib import metadata
+    installed = []
+    for dist in ("numba-cuda", "numba-cuda-mlir"):  # _compiler.COMPILERS
+        try:
+            installed.append(metadata.version(dist))
+        except metadata.PackageNotFoundError:
+            pass
+    if not installed:
+        # Numba's deprecated built-in numba.cuda imports without the extra and
+        # would blame the driver; the missing piece is the extra.
+        return ("the cuda extra is not installed (numba-cuda and CuPy); "
+                "install it with: pip install 'kdentropy[cuda]'")
     try:
         if cuda.is_available():
             return None
@@ -171,8 +183,7 @@ def unavailable_reason() -> str | None:
         return f"{COMPILER} could not query the GPU ({exc})"
     error = driver_initialization_error()
     if error:
-        return (f"no usable CUDA driver or GPU ({error}); set "
-                "NUMBA_ENABLE_CUDASIM=1 to run the kernels on the CPU simulator")
+        return f"no usable CUDA driver or GPU on this machine ({error})"
     return (f"the CUDA driver and GPU were found but {COMPILER} cannot compile for them "
             "(NVVM/NVRTC missing); install the toolkit pieces with "
             "pip install 'numba-cuda[cu12]' or 'numba-cuda[cu13]'")
