@@ -368,7 +368,7 @@ def _kernel_table() -> list[tuple[str, Any, list[tuple], int]]:
                           [(x3, f64[:, ::1], x2, f64[:, :, :, ::1], ft, nt.int64, nt.int64,
                             nt.int64)],
                           _fused.TILINGS[dt, "weighted"].threads ** 2))
-        p = _panels._epilogues(dt)
+        p = _panels.epilogues(dt)
         T = _panels.PANEL_THREADS
         table.append((f"panel.counts[{ft}]", p["counts"],
                       [(x2, f64[::1], nt.int64, ft, nt.boolean, f64[::1])], T))

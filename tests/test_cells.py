@@ -526,7 +526,7 @@ def test_the_default_training_of_32_cells_is_unchanged_by_auto():
 
 
 def test_a_flat_soft_entropy_warns_once_at_iteration_ten():
-    from kdentropy.cells.trainer import FLAT_CHECK_AT, FlatEntropyWarning
+    from kdentropy.cells.diagnostics import FLAT_CHECK_AT, FlatEntropyWarning
     system = CellSystem(64, 2, hidden=(4,))
     flat = Trainer(system, loss=ReproducibilityLoss(sigma=0.05, backend="numpy"), batch=16,
                    eval_batch=16)
@@ -542,7 +542,7 @@ def test_a_flat_soft_entropy_warns_once_at_iteration_ten():
 
 
 def test_flat_entropy_message_thresholds():
-    from kdentropy.cells.trainer import flat_entropy_message
+    from kdentropy.cells.diagnostics import flat_entropy_message
     top = np.log(64)
     history = History()
     for it in range(1, 11):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import kdentropy as kde
-from kdentropy import estimate
+from kdentropy import _nsb
 
 # >= 20 count vectors, with the edge cases: N = 1, one pattern, all singletons.
 COUNT_VECTORS = [
@@ -121,7 +121,7 @@ def test_nsb_conditional_moments_match_dirichlet_sampling():
     P = rng.dirichlet(n + beta, size=200_000)
     H = -(P * np.log(P)).sum(axis=1)
     values, mult = np.unique(n, return_counts=True)
-    m1, m2 = estimate._nsb_conditional(np.array([beta]), values.astype(float),
+    m1, m2 = _nsb._nsb_conditional(np.array([beta]), values.astype(float),
                                        mult.astype(float), float(n.sum()), float(n.size))
     assert m1[0] == pytest.approx(H.mean(), abs=4 * H.std() / np.sqrt(H.size))
     assert m2[0] == pytest.approx((H ** 2).mean(), rel=2e-3)
@@ -131,7 +131,7 @@ def test_log_rising_is_accurate_on_both_sides_of_its_switch():
     mp.mp.dps = 40
     for x, n in [(99.9, 5), (100.1, 5), (1e5, 3000), (1e20, 7), (3e8, 4096), (150.0, 0)]:
         want = float(mp.loggamma(mp.mpf(x) + n) - mp.loggamma(mp.mpf(x)))
-        got = estimate._log_rising(np.array([x]), np.array([float(n)]))[0]
+        got = _nsb._log_rising(np.array([x]), np.array([float(n)]))[0]
         assert got == pytest.approx(want, abs=1e-9, rel=1e-12)
     mp.mp.dps = 30
 

@@ -97,8 +97,11 @@ def test_the_figure_has_the_expected_panels(tmp_path, two_d):
     assert "loss" in labels and any("anti-collapse" in t for t in labels)
     if two_d:
         # A gallery of 2 x 3 binarised final patterns, before and after.
-        assert titles.count("run 1") == 2 and titles.count("run 6") == 2
-        assert any(ax.get_ylabel() == "before training" for ax in fig.axes)
+        assert titles.count("before, run 1") == 1 and titles.count("after, run 6") == 1
+        assert any(ax.get_ylabel() == "before training\nrow" for ax in fig.axes)
+        gallery = [ax for ax in fig.axes if ", run " in ax.get_title()]
+        assert all(ax.get_xlabel() == "column" for ax in gallery)   # labelled axes
+        assert titles.count("final state") == 2                     # the on/off key
     else:
         assert titles.count("before training, run 3") == 1
         assert any(ax.get_ylabel() == "visible state" for ax in fig.axes)   # the colour bar

@@ -24,8 +24,9 @@ __all__ = [
     "real_scalar", "positive", "nonnegative", "unit_interval", "integer", "boolean",
     "choice", "generator", "real_array", "log_unit", "unit_scale", "compute_dtype",
     "pattern_shape", "host_patterns", "is_device_array", "float_vector", "inplace_vector",
-    "LR_MAX", "NOISE_MAX", "PENALTY_WEIGHT_MAX", "MAX_ELEMENTS", "bounded", "size",
-    "element_budget", "finite_vector",
+    "LR_MAX", "NOISE_MAX", "PENALTY_WEIGHT_MAX", "MAX_ELEMENTS", "bounded", "size", "sizes",
+    "element_budget", "finite_vector", "open_probability", "seed_or_generator",
+    "alphabet_size", "count_array",
 ]
 
 
@@ -366,6 +367,20 @@ def size(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
+def sizes(value: Any, name: str) -> tuple[int, ...]:
+    """``value`` (one size or a sequence of them) as a tuple of :func:`size` values."""
+    items: tuple[Any, ...]
+    if isinstance(value, (int, np.integer)):
+        items = (value,)
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer or a sequence of integers; "
+                            f"got {type(value).__name__}") from None
+    return tuple(size(v, f"{name}[{i}]") for i, v in enumerate(items))
+
+
 def element_budget(factors: Sequence[tuple[str, int]], what: str) -> int:
     """The product of ``factors`` if it is at most ``MAX_ELEMENTS``.
 
@@ -396,3 +411,59 @@ def finite_vector(value: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be finite; {bad} of {np.size(value)} entries "
                          "are NaN or infinity")
     return value
+
+
+# ----------------------------------------------------------------------------- estimator inputs
+
+def open_probability(value: Any, name: str = "confidence") -> float:
+    """``value`` as a float in the open interval ``(0, 1)``."""
+    value = real_scalar(value, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1); got {value}")
+    return value
+
+
+def seed_or_generator(value: Any, name: str = "rng") -> np.random.Generator:
+    """``rng`` as a Generator: None (fresh entropy), a seed, or a Generator (used as is)."""
+    if value is None or isinstance(value, np.random.Generator):
+        return np.random.default_rng(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,
+                                                                     np.random.SeedSequence)):
+        raise TypeError(f"{name} must be None, an integer seed or a numpy.random.Generator; "
+                        f"got {type(value).__name__}")
+    if isinstance(value, numbers.Integral) and value < 0:
+        raise ValueError(f"{name} seed must be >= 0; got {value}")
+    return np.random.default_rng(int(value) if isinstance(value, numbers.Integral) else value)
+
+
+def alphabet_size(value: Any, name: str = "alphabet_size") -> float | None:
+    """``value`` as a number of possible outcomes >= 1, or None (unknown)."""
+    if value is None:
+        return None
+    value = real_scalar(value, name)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return value
+
+
+def count_array(counts: ArrayLike, name: str = "counts") -> np.ndarray:
+    """Counts ``(..., K)`` as int64, refusing non-integers, negatives, NaN and empty rows."""
+    try:
+        c = np.asarray(counts)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array-like of integers: {exc}") from exc
+    if c.dtype == np.bool_ or not np.issubdtype(c.dtype, np.number) or np.iscomplexobj(c):
+        raise TypeError(f"{name} must be an array of non-negative integers; got dtype {c.dtype}")
+    if c.ndim == 0:
+        raise ValueError(f"{name} must have at least 1 dimension (..., K); got a scalar")
+    if c.dtype.kind == "f":
+        if not np.isfinite(c).all():
+            raise ValueError(f"{name} must not contain NaN or infinity")
+        if (c != np.round(c)).any():
+            raise ValueError(f"{name} must be whole numbers")
+    if c.size and (c < 0).any():
+        raise ValueError(f"{name} must be >= 0")
+    c = c.astype(np.int64)
+    if c.shape[-1] == 0 or (c.sum(axis=-1) == 0).any():
+        raise ValueError(f"{name} must sum to at least 1 (N >= 1) in every population")
+    return c

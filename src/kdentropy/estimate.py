@@ -50,15 +50,15 @@ of their own, give the same numbers as the single-process ones.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import digamma, entr, gammaln, ndtri, polygamma
+from scipy.special import digamma, entr, ndtri
 
 from . import _validation, hard
+from ._nsb import nsb_posterior
 
 __all__ = ["METHODS", "INTERVALS", "RECOMMENDED", "DEFAULT_N_BOOT", "EntropyEstimate", "entropy_estimate",
            "entropy_from_counts", "estimate_from_sorted_counts", "alphabet_of_patterns",
@@ -180,110 +180,6 @@ _POINT = {"plugin": _plugin, "miller-madow": _miller_madow, "grassberger": _gras
           "chao-shen": _chao_shen}
 
 
-# ----------------------------------------------------------------------------- NSB
-
-def _nsb_conditional(beta: np.ndarray, values: np.ndarray, mult: np.ndarray, N: float,
-                     K: float) -> tuple[np.ndarray, np.ndarray]:
-    """``E[H | n, β]`` and ``E[H² | n, β]`` under the Dirichlet(n + β) posterior.
-
-    Bins are grouped by count: ``values`` are the distinct counts (0 for the
-    ``K - K_obs`` unseen outcomes), ``mult`` how many bins have each (as
-    floats: for K = 2**144 the unseen bins are too many for an int64).
-    Wolpert & Wolf (1995): with ``a_i = n_i + β`` and ``A = Σ a_i``,
-
-    ``E[H] = ψ(A+1) - Σ a_i ψ(a_i+1) / A``,
-    ``E[H²] = [Σ_{i≠k} a_i a_k ((ψ(a_i+1) - ψ(A+2))(ψ(a_k+1) - ψ(A+2)) - ψ1(A+2))
-    + Σ a_i (a_i+1) ((ψ(a_i+2) - ψ(A+2))² + ψ1(a_i+2) - ψ1(A+2))] / (A (A+1))``.
-    """
-    b = beta[:, None]
-    a = values[None, :] + b                                   # (grid, groups)
-    A = N + K * beta                                          # (grid,)
-    ps2 = digamma(A + 2.0)
-    mean = digamma(A + 1.0) - np.sum(mult * a * digamma(a + 1.0), axis=1) / A
-    u = a * (digamma(a + 1.0) - ps2[:, None])
-    sum_u, sum_u2 = np.sum(mult * u, axis=1), np.sum(mult * u * u, axis=1)
-    sum_a2 = np.sum(mult * a * a, axis=1)
-    tg1 = polygamma(1, A + 2.0)
-    cross = sum_u ** 2 - sum_u2 - tg1 * (A * A - sum_a2)
-    diag = np.sum(mult * a * (a + 1.0) * ((digamma(a + 2.0) - ps2[:, None]) ** 2
-                                          + polygamma(1, a + 2.0) - tg1[:, None]), axis=1)
-    second = (cross + diag) / (A * (A + 1.0))
-    return mean, second
-
-
-def _log_rising(x: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """``log Γ(x + n) - log Γ(x)`` without the cancellation of two huge log-gammas.
-
-    Direct for x < 100; beyond, Stirling's series of the difference, whose
-    leading term ``(x - 1/2) log1p(n/x)`` is formed without subtracting.
-    Absolute error below 1e-12 for every x > 0, n >= 0.
-    """
-    x, n = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(n, dtype=np.float64))
-    small = x < 100.0
-    out = np.empty(x.shape)
-    xs, ns = x[small], n[small]
-    out[small] = gammaln(xs + ns) - gammaln(xs)
-    xl, nl = x[~small], n[~small]
-    y = xl + nl
-    out[~small] = ((xl - 0.5) * np.log1p(nl / xl) + nl * np.log(y) - nl
-                   + (1.0 / y - 1.0 / xl) / 12.0 - (1.0 / y ** 3 - 1.0 / xl ** 3) / 360.0)
-    return out
-
-
-def _one_minus_x_trigamma(x: np.ndarray) -> np.ndarray:
-    """``1 - x ψ1(x + 1)``, by its asymptotic series where the subtraction would cancel."""
-    x = np.asarray(x, dtype=np.float64)
-    big = x > 1e3
-    xb = np.where(big, x, 1e3)
-    series = 1.0 / (2.0 * xb) - 1.0 / (6.0 * xb ** 2) + 1.0 / (30.0 * xb ** 4)
-    return np.where(big, series, 1.0 - x * polygamma(1, np.where(big, 1.0, x) + 1.0))
-
-
-def _nsb_log_weight(x: np.ndarray, values: np.ndarray, mult: np.ndarray, N: float,
-                    K: float) -> np.ndarray:
-    """log of the posterior density of ``x = log(K β)`` under the NSB prior (up to a constant).
-
-    Likelihood ``Γ(Kβ)/Γ(N+Kβ) Π_i Γ(n_i+β)/Γ(β)`` times the prior
-    ``dξ/dx = Kβ ψ1(Kβ+1) - β ψ1(β+1)``, ``ξ(β) = ψ(Kβ+1) - ψ(β+1)`` being the
-    prior mean entropy (uniform in ξ).
-    """
-    alpha = np.exp(x)
-    beta = alpha / K
-    loglik = (-_log_rising(alpha, N)
-              + np.sum(mult * _log_rising(beta[:, None], values[None, :]), axis=1))
-    dxi = _one_minus_x_trigamma(beta) - _one_minus_x_trigamma(alpha)
-    with np.errstate(divide="ignore"):
-        return loglik + np.log(np.maximum(dxi, 0.0))
-
-
-def _nsb_one(counts: np.ndarray, K: float) -> tuple[float, float]:
-    """NSB posterior mean and standard deviation (nats) of one vector of positive counts."""
-    N = float(counts.sum())
-    logK = math.log(K)
-    if K <= 1.0:
-        return 0.0, 0.0
-    values, mult = np.unique(counts, return_counts=True)
-    values = np.concatenate(([0.0], values.astype(np.float64)))
-    mult = np.concatenate(([K - counts.size], mult.astype(np.float64)))
-    # Integrate over x = log(Kβ). A coarse grid over every plausible
-    # concentration finds where the posterior lives; a fine grid there
-    # integrates it (the peak narrows as about 1/sqrt(K_obs)).
-    coarse = np.linspace(-30.0, logK + math.log(N) + 30.0, 1501)
-    lw = _nsb_log_weight(coarse, values, mult, N, K)
-    top = np.max(lw)
-    inside = np.flatnonzero(lw > top - 60.0)
-    lo = coarse[max(inside[0] - 1, 0)]
-    hi = coarse[min(inside[-1] + 1, coarse.size - 1)]
-    x = np.linspace(lo, hi, 4001)
-    w = np.exp(_nsb_log_weight(x, values, mult, N, K) - top)
-    mean_b, second_b = _nsb_conditional(np.exp(x) / K, values, mult, N, K)
-    integrate = np.trapezoid if hasattr(np, "trapezoid") else np.trapz  # NumPy < 2.0
-    Z = integrate(w, x)
-    mean = float(integrate(w * mean_b, x) / Z)
-    var = float(integrate(w * second_b, x) / Z) - mean * mean
-    return mean, math.sqrt(max(var, 0.0))
-
-
 # ----------------------------------------------------------------------------- bootstrap
 
 def _bootstrap(n: np.ndarray, N: np.ndarray, method: str, n_boot: int,
@@ -311,58 +207,6 @@ def _bootstrap(n: np.ndarray, N: np.ndarray, method: str, n_boot: int,
 def _method(method: Any) -> str:
     key = _validation.choice(method, "method", METHODS + ("mm", "cs", "ml"))
     return {"mm": "miller-madow", "cs": "chao-shen", "ml": "plugin"}.get(key, key)
-
-
-def _confidence(value: Any) -> float:
-    value = _validation.real_scalar(value, "confidence")
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"confidence must be in (0, 1); got {value}")
-    return value
-
-
-def _rng(value: Any) -> np.random.Generator:
-    """``rng`` as a Generator: None (fresh entropy), a seed, or a Generator (used as is)."""
-    if value is None or isinstance(value, np.random.Generator):
-        return np.random.default_rng(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,
-                                                                     np.random.SeedSequence)):
-        raise TypeError(f"rng must be None, an integer seed or a numpy.random.Generator; "
-                        f"got {type(value).__name__}")
-    if isinstance(value, numbers.Integral) and value < 0:
-        raise ValueError(f"rng seed must be >= 0; got {value}")
-    return np.random.default_rng(value)
-
-
-def _alphabet(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = _validation.real_scalar(value, "alphabet_size")
-    if value < 1:
-        raise ValueError(f"alphabet_size must be >= 1; got {value}")
-    return value
-
-
-def _counts_array(counts: ArrayLike) -> np.ndarray:
-    """Counts ``(..., K)`` as int64, refusing non-integers, negatives, NaN and empty rows."""
-    try:
-        c = np.asarray(counts)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"counts must be an array-like of integers: {exc}") from exc
-    if c.dtype == np.bool_ or not np.issubdtype(c.dtype, np.number) or np.iscomplexobj(c):
-        raise TypeError(f"counts must be an array of non-negative integers; got dtype {c.dtype}")
-    if c.ndim == 0:
-        raise ValueError("counts must have at least 1 dimension (..., K); got a scalar")
-    if c.dtype.kind == "f":
-        if not np.isfinite(c).all():
-            raise ValueError("counts must not contain NaN or infinity")
-        if (c != np.round(c)).any():
-            raise ValueError("counts must be whole numbers")
-    if c.size and (c < 0).any():
-        raise ValueError("counts must be >= 0")
-    c = c.astype(np.int64)
-    if c.shape[-1] == 0 or (c.sum(axis=-1) == 0).any():
-        raise ValueError("counts must sum to at least 1 (N >= 1) in every population")
-    return c
 
 
 # ----------------------------------------------------------------------------- the estimate
@@ -405,7 +249,7 @@ def estimate_from_sorted_counts(n: np.ndarray, method: str, confidence: float, n
     if method == "nsb":
         est, se = np.empty(M), np.empty(M)
         for i in range(M):
-            est[i], se[i] = _nsb_one(n[i, :distinct[i]], alphabet_size)
+            est[i], se[i] = nsb_posterior(n[i, :distinct[i]], alphabet_size)
         cap = math.log(alphabet_size)
         low, high = np.clip(est - z * se, 0.0, cap), np.clip(est + z * se, 0.0, cap)
     else:
@@ -444,8 +288,9 @@ def sorted_rows(rows: list[np.ndarray]) -> np.ndarray:
 def check_keywords(method: Any, confidence: Any, n_boot: Any, rng: Any, base: Any,
                     normalize: Any, interval: Any) -> tuple[str, float, int, np.random.Generator,
                                                             tuple[float, bool], str]:
-    return (_method(method), _confidence(confidence), _validation.integer(n_boot, "n_boot", 1),
-            _rng(rng), _validation.log_unit(base, normalize),
+    return (_method(method), _validation.open_probability(confidence),
+            _validation.integer(n_boot, "n_boot", 1),
+            _validation.seed_or_generator(rng), _validation.log_unit(base, normalize),
             _validation.choice(interval, "interval", INTERVALS))
 
 
@@ -513,8 +358,8 @@ def entropy_from_counts(counts: ArrayLike, method: str = RECOMMENDED, *,
     """
     method, confidence, n_boot, gen, unit, interval = check_keywords(
         method, confidence, n_boot, rng, base, False, interval)
-    c = _counts_array(counts)
-    K_alpha = _alphabet(alphabet_size)
+    c = _validation.count_array(counts)
+    K_alpha = _validation.alphabet_size(alphabet_size)
     if method == "nsb":
         if K_alpha is None:
             raise ValueError("method 'nsb' needs alphabet_size (the number of possible "

@@ -46,7 +46,7 @@ from . import _validation
 from .cells import CellSystem, History, SavedRun, Trainer, TrainResult
 from .cells.checkpoint import PARAMS_INITIAL_KEY, PARAMS_KEY
 from .cells.metrics import ESTIMATE_KEYS
-from .cells.trainer import loss_from_config
+from .cells.loss import loss_from_config
 from .entropy import pattern_counts
 
 __all__ = ["CHECKPOINT", "PARAMS", "HISTORY", "SUMMARY", "FIGURE", "RUN_FILES", "files_in",

@@ -281,7 +281,7 @@ def test_plan_follows_the_conditioning():
     def how(dtype, shape, sigma, gemm_ok=True):
         fused_wins = lambda N, D, work: D < 100  # noqa: E731
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(kc._fused, "fused_beats_panels", fused_wins)
+            mp.setattr(kc._routing, "fused_beats_panels", fused_wins)
             p = kc.plan(dtype, shape, M, sigma, gemm_ok=gemm_ok, available_bytes=2**30)
         return p.route, p.work_dtype, p.gram
 
@@ -297,7 +297,7 @@ def test_plan_follows_the_conditioning():
     assert how(f64, small, hopeless64) == ("fused", f64, False)
     for D in (4, 16, 64, 256):  # without the stand-in, the route is the model's answer
         p = kc.plan(f32, (1, 4096, D), M, well, gemm_ok=True, available_bytes=2**30)
-        assert (p.route == "fused") == kc._fused.fused_beats_panels(4096, D, p.work_dtype)
+        assert (p.route == "fused") == kc._routing.fused_beats_panels(4096, D, p.work_dtype)
     for dtype in (f32, f64):
         for sigma in (well, ill, hopeless32, hopeless64, 1e-3, 1e-20):
             work = _conditioning.distance_precision(dtype, M, sigma)
@@ -536,7 +536,7 @@ def test_broken_cupy_raises(monkeypatch, real_gpu_rules):
         kc.plan(np.float32, (1, 64, 256), 1.0, 0.5)
     # Only where the model prefers the fused kernels is CuPy never asked.
     for D in (1, 4, 16):
-        if kc._fused.fused_beats_panels(64, D, np.dtype(np.float32)):
+        if kc._routing.fused_beats_panels(64, D, np.dtype(np.float32)):
             assert kc.plan(np.float32, (1, 64, D), 1.0, 0.5).route == "fused"
         else:
             with pytest.raises(RuntimeError, match="CuPy cannot reach cuBLAS"):

@@ -53,7 +53,9 @@ from .metrics import pattern_stats
 from .saved import SavedRun
 from .system import CellSystem, Rollout
 from .topology import Grid, Line, Ring, Topology, Torus
-from .trainer import FlatEntropyWarning, Trainer, TrainResult, train
+from .diagnostics import FlatEntropyWarning
+from .result import TrainResult
+from .trainer import Trainer, train
 
 __all__ = [
     "CellSystem",

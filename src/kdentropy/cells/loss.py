@@ -53,7 +53,7 @@ functions keep their fixed default ``sigma = 0.5``.
 from __future__ import annotations
 
 import math
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -63,7 +63,7 @@ from .. import backends as _backends
 from .._params import DEFAULT, SoftParams
 from .._soft import compute
 
-__all__ = ["ReproducibilityLoss", "AUTO", "auto_sigma"]
+__all__ = ["ReproducibilityLoss", "loss_from_config", "AUTO", "auto_sigma"]
 
 #: The ``sigma`` value that asks for :func:`auto_sigma` of the system's cell count.
 AUTO = "auto"
@@ -327,3 +327,18 @@ class ReproducibilityLoss:
             P, dP = self._penalty(X)
             dX = dX + self.anti_collapse * dP
         return H + self.anti_collapse * P, dX, {"soft_entropy": H, "penalty": P}
+
+
+def loss_from_config(config: dict[str, Any]) -> ReproducibilityLoss:
+    """The loss that :meth:`ReproducibilityLoss.get_config` describes, read back from JSON.
+
+    Parameters
+    ----------
+    config : dict
+        The ``"loss"`` entry of :meth:`Trainer.get_config`.
+
+    Returns
+    -------
+    ReproducibilityLoss
+    """
+    return ReproducibilityLoss(**dict(config, band=tuple(config["band"])))  # JSON made it a list

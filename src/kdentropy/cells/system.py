@@ -170,16 +170,7 @@ class CellSystem:
         self.noise = _validation.bounded(noise, "noise", 0.0, _validation.NOISE_MAX)
         self.rate = _validation.bounded(rate, "rate", 0.0, 1.0, low_open=True)
         self.output_init_scale = _validation.nonnegative(output_init_scale, "output_init_scale")
-        widths: tuple[Any, ...]
-        if isinstance(hidden, (int, np.integer)):
-            widths = (hidden,)
-        else:
-            try:
-                widths = tuple(hidden)
-            except TypeError:
-                raise TypeError(f"hidden must be an integer or a sequence of integers; "
-                                f"got {type(hidden).__name__}") from None
-        self.hidden = tuple(_validation.size(h, f"hidden[{i}]") for i, h in enumerate(widths))
+        self.hidden = _validation.sizes(hidden, "hidden")
         self.net = MLP([self.layout.n_features, *self.hidden, self.n_channels],
                        activation=activation, output_activation="sigmoid")
         _validation.element_budget([("n_params", self.net.n_params)], "the parameter vector")

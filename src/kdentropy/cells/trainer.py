@@ -14,11 +14,9 @@ callback after every iteration (the command line's is in
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -29,67 +27,14 @@ from .. import _validation
 from .. import backends as _backends
 from ..optim import Adam, Optimizer, from_config
 from . import checkpoint as _checkpoint
+from .diagnostics import FLAT_CHECK_AT, warn_if_flat
 from .history import History
-from .loss import AUTO, ReproducibilityLoss, auto_sigma
+from .loss import AUTO, ReproducibilityLoss, loss_from_config
 from .metrics import batch_hard_entropy, evaluate_batch
+from .result import TrainResult
 from .system import CellSystem
 
-__all__ = ["Trainer", "TrainResult", "train", "seed_streams", "loss_from_config",
-           "FlatEntropyWarning", "flat_entropy_message"]
-
-#: After this many iterations :meth:`Trainer.run` checks that the soft entropy moved.
-FLAT_CHECK_AT = 10
-#: "Flat": every training batch's soft entropy within this fraction of log(batch).
-#: Measured over iterations 1-10 (lowest value / log 64): 0.979 for sigma 0.5 on a
-#: 12 x 12 grid, which never trains; 0.08-0.39 for the automatic sigma on lines,
-#: rings, grids and tori that do.
-FLAT_FRACTION = 0.05
-
-
-class FlatEntropyWarning(RuntimeWarning):
-    """The soft entropy stayed at its maximum: training gets no usable gradient from it."""
-
-
-def flat_entropy_message(history: History, batch: int, sigma: float, n_cells: int,
-                         at: int = FLAT_CHECK_AT) -> str | None:
-    """One line saying what to change when the soft entropy has not moved, else None.
-
-    With a kernel too narrow for the pattern size every pair of runs looks
-    different, the soft entropy sits at ``log(batch)`` and its gradient
-    vanishes, so training silently does nothing (only the anti-collapse term
-    acts). This is visible after a few iterations: every training batch's
-    soft entropy within :data:`FLAT_FRACTION` of ``log(batch)``.
-
-    Parameters
-    ----------
-    history : History
-        Rows of iterations 1 to ``at`` at least.
-    batch : int
-        Runs per training batch.
-    sigma : float
-        The loss's kernel width.
-    n_cells : int
-        Scored cells D.
-    at : int, optional
-        Iterations to look at. Default :data:`FLAT_CHECK_AT`.
-
-    Returns
-    -------
-    str or None
-    """
-    iteration = history["iteration"]
-    soft = history["soft_entropy"][(iteration >= 1) & (iteration <= at)]
-    if len(soft) < at or batch < 2:
-        return None
-    top = math.log(batch)
-    if not np.all(soft >= (1.0 - FLAT_FRACTION) * top):
-        return None
-    suggested = auto_sigma(n_cells)
-    advice = (f"use sigma 'auto' ({suggested:.3g} for {n_cells} cells; --sigma auto)"
-              if sigma < suggested else f"try a sigma larger than {sigma:g} (--sigma)")
-    return (f"the soft entropy stayed within {100 * FLAT_FRACTION:g}% of log {batch} = "
-            f"{top:.3f} for the first {at} iterations: kernel width sigma {sigma:g} is too "
-            f"narrow for {n_cells} cells and gives training almost no gradient; {advice}")
+__all__ = ["Trainer", "TrainResult", "train", "seed_streams"]
 
 #: What :meth:`Trainer.run`, :meth:`Trainer.fit` and :func:`train` call after every iteration.
 Callback = Callable[["Trainer"], Any]
@@ -109,43 +54,6 @@ def seed_streams(seed: int) -> list[np.random.SeedSequence]:
         the evaluation batch (see :class:`Trainer`).
     """
     return np.random.SeedSequence(seed).spawn(3)
-
-
-@dataclasses.dataclass
-class TrainResult:
-    """What :func:`train` and :meth:`Trainer.fit` return.
-
-    Attributes
-    ----------
-    params : ndarray
-        Trained parameters.
-    params_initial : ndarray
-        Parameters before training.
-    history : History
-    before, after : dict
-        :meth:`Trainer.evaluate` of the evaluation batch before and after
-        training (``final`` holds its final states).
-    elapsed_s : float
-        Wall-clock time of the training loop, evaluations included.
-    trainer : Trainer
-        For further training or :meth:`Trainer.save`.
-    iterations_run : int
-        Iterations this call took (``elapsed_s`` is their time); less than
-        ``trainer.iteration`` after a resume.
-    """
-
-    params: np.ndarray
-    params_initial: np.ndarray
-    history: History
-    before: dict
-    after: dict
-    elapsed_s: float
-    trainer: Trainer
-    iterations_run: int = -1
-
-    def __post_init__(self) -> None:
-        if self.iterations_run < 0:  # built by hand without it: the whole run
-            self.iterations_run = self.trainer.iteration
 
 
 class Trainer:
@@ -389,20 +297,12 @@ class Trainer:
                 assert checkpoint is not None  # checked above
                 self.save(checkpoint)
             if self.iteration == FLAT_CHECK_AT:
-                self._warn_if_flat()
+                warn_if_flat(self)
             if callback is not None:
                 callback(self)
         if checkpoint is not None:
             self.save(checkpoint)
         return self.history
-
-    def _warn_if_flat(self) -> None:
-        """Issue :class:`FlatEntropyWarning` when the soft entropy has not moved."""
-        sigma = self.loss.sigma
-        assert isinstance(sigma, float)  # resolved in the constructor
-        message = flat_entropy_message(self.history, self.batch, sigma, self.system.n_cells)
-        if message is not None:
-            warnings.warn(message, FlatEntropyWarning, stacklevel=3)
 
     def fit(self, iterations: int, *, checkpoint: str | os.PathLike | None = None,
             checkpoint_every: int | None = None,
@@ -513,21 +413,6 @@ class Trainer:
         trainer.iteration = ckpt.iteration
         trainer.history = History.from_arrays(dict(ckpt.history))
         return trainer
-
-
-def loss_from_config(config: dict[str, Any]) -> ReproducibilityLoss:
-    """The loss that :meth:`ReproducibilityLoss.get_config` describes, read back from JSON.
-
-    Parameters
-    ----------
-    config : dict
-        The ``"loss"`` entry of :meth:`Trainer.get_config`.
-
-    Returns
-    -------
-    ReproducibilityLoss
-    """
-    return ReproducibilityLoss(**dict(config, band=tuple(config["band"])))  # JSON made it a list
 
 
 def train(system: CellSystem | None = None, *, iterations: int = 200, batch: int = 64,

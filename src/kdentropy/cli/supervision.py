@@ -6,7 +6,7 @@ it shows progress, and a first Ctrl-C (SIGINT) waits for the iteration in
 progress, saves the checkpoint and raises :class:`TrainingInterrupted`.
 Loading that checkpoint and running on gives the same result, bit for bit,
 as a run that was never interrupted. A
-:class:`~kdentropy.cells.trainer.FlatEntropyWarning` (training gets no
+:class:`~kdentropy.cells.diagnostics.FlatEntropyWarning` (training gets no
 gradient from the soft entropy) is printed as one ``kdentropy: warning:`` line.
 """
 
@@ -202,7 +202,7 @@ def supervised(iterations: int, checkpoint: str | os.PathLike | None, *,
         On a second Ctrl-C (at once, without saving), or when Ctrl-C came
         after the last iteration.
     """
-    from ..cells.trainer import FlatEntropyWarning
+    from ..cells.diagnostics import FlatEntropyWarning
 
     path = None if checkpoint is None else os.fspath(checkpoint)
     bar = Progress(iterations, progress)

@@ -23,7 +23,7 @@ Everything runs on one stream, the caller's current CuPy stream
    follows) for the work dtype from ``M`` and sigma, and picks the route:
 
    * **panel** (where the offline instruction model says it is faster,
-     :func:`._fused.fused_beats_panels`, and cuBLAS is reachable through CuPy):
+     :func:`._routing.fused_beats_panels`, and cuBLAS is reachable through CuPy):
      Gram panels by GEMM plus fused epilogues (:mod:`._panels`), with the K
      cache when ``G N^2`` kernel values fit in the memory budget; float32
      work is promoted to float64 when CuPy runs float32 products in TF32;
@@ -57,7 +57,7 @@ import numpy as np
 
 from ... import _validation
 from .. import _conditioning
-from . import _elementwise, _fused, _panels
+from . import _elementwise, _fused, _panels, _routing
 from ._compiler import COMPILER, SIMULATOR, cuda, driver_initialization_error
 from ._device import (
     as_numba_device_array,
@@ -142,7 +142,7 @@ def plan(dtype: np.dtype, shape: tuple[int, int, int], max_sqn: float, sigma: fl
         return Plan("fused", dtype, False, 0, False)
     # Routed by the calibrated instruction model (asv_benchmarks/gpu_model.py),
     # not by a constant: it predicts which route is faster for this (N, D, dtype).
-    want_panel = (not _fused.fused_beats_panels(N, D, work) if route is None
+    want_panel = (not _routing.fused_beats_panels(N, D, work) if route is None
                   else route == "panel")
     if want_panel and (_panels.gemm_available() if gemm_ok is None else gemm_ok):
         if work == np.float32 and not _panels.float32_gemm_is_fp32():

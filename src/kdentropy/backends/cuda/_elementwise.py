@@ -289,3 +289,10 @@ def chain_rule(V: Any, S: Any, temperature: float, factor: float, stream: Any) -
             V.reshape(V.size), S.reshape(S.size), out.reshape(out.size),
             float(temperature), float(factor))
     return out
+
+
+def reduction_kernels() -> dict[str, Any]:
+    """The dtype-independent kernels of this module by name (for offline PTX listings)."""
+    return {"column_partials": _column_partials, "column_mean": _column_mean,
+            "row_norms": _row_norms, "sum_partials": _sum_partials, "header": _header,
+            "pair_sum_norms": _pair_sum_norms}

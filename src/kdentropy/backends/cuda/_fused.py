@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from ._compiler import cuda, float32, float64, uint32
@@ -50,47 +50,7 @@ from ._compiler import cuda, float32, float64, uint32
 from . import _tiles
 from ._device import MAX_GRID_Y_Z, SIMULATOR, multiprocessors, neg_kernel_scale
 from ._elementwise import sum_partials
-
-
-class Tiling(NamedTuple):
-    """Block shape of the pair kernels (compile-time constants)."""
-
-    threads: int  # a block is threads x threads
-    regs: int  # each thread owns regs x regs pairs
-    kt: int  # cells per shared-memory slice when forming distances
-    rc: int  # output cells per thread and row in the apply step
-    min_blocks: int  # resident blocks per SM to compile for (caps registers)
-
-    @property
-    def tile(self) -> int:
-        return self.threads * self.regs
-
-    @property
-    def dchunk(self) -> int:
-        return self.threads * self.rc
-
-
-# Real GPUs: 256-thread blocks; sizes and launch bounds (3 blocks per SM, so
-# at most 80 registers and 37.5 % theoretical occupancy) chosen with
-# ``gpu_floor.py --ptx-only`` (ptxas, sm_80/sm_90): no spills on sm_90 except
-# the direct-difference pass 2 (only for ill-conditioned batches, 56-96
-# bytes); sm_80 also spills 88 bytes in the float32 Gram counts. Without the
-# bound ptxas takes 90-125 registers (25 % occupancy). float32 pass 2 covers
-# D = 64 in one 64-cell chunk. The simulator runs a Python thread per CUDA
-# thread: 2 x 2 blocks of 2 x 2 register tiles, so tiny problems span many
-# tiles.
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-if SIMULATOR:
-    TILINGS = {(dt, kind): Tiling(2, 2, 2, 2, 1)
-               for dt in (_F32, _F64) for kind in ("counts", "weighted")}
-else:
-    TILINGS = {(_F32, "counts"): Tiling(16, 4, 16, 4, 3),
-               (_F32, "weighted"): Tiling(16, 2, 16, 4, 3),
-               (_F64, "counts"): Tiling(16, 2, 8, 2, 3),
-               (_F64, "weighted"): Tiling(16, 2, 8, 2, 3)}
-
-#: Upper bound on the float64 pass-2 partials (P x G x N x D) of the column splits.
-SPLIT_BUFFER_BYTES = 512 * 2**20
+from ._fused_shapes import SPLIT_BUFFER_BYTES, TILINGS, Tiling
 
 
 def _tile_d2(ft: Any, tiling: Tiling, gram: bool, two_level: bool) -> Any:
@@ -509,38 +469,3 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any
     V = cuda.device_array((G, N, D), dtype=np.float64)
     sum_partials(partial, V)
     return V
-
-
-#: Per-pair cost on an H200 of the fused route ``a D + b`` and of the panel
-#: route ``c D + e`` (seconds), fitted by ``asv_benchmarks/gpu_floor.py --model``
-#: (least squares: fused over the SASS model of these kernels at N = 16384,
-#: D = 8..128; panel over the measured cuBLAS floors plus the epilogues' N^2
-#: traffic; the Gram route's fused kernels are those of :mod:`._tiles`).
-#: Refit and replace when the kernels change.
-ROUTE_COST_FIT = {np.dtype(np.float32): (3.130e-13, -8.930e-14, 7.411e-14, 8.698e-12),
-                  np.dtype(np.float64): (8.233e-13, 1.560e-12, 6.295e-14, 1.044e-11)}
-
-
-def fused_beats_panels(N: int, D: int, dtype: np.dtype) -> bool:
-    """Whether the model predicts these fused kernels to beat the Gram-panel route.
-
-    Both routes cost about ``N^2`` times a per-pair cost linear in ``D``
-    (:data:`ROUTE_COST_FIT`), so ``N`` cancels: the fused route wins when
-    ``(a - c) D < e - b``. With the tile kernels that holds for ``D < 37``
-    (float32) and ``D < 12`` (float64).
-
-    Parameters
-    ----------
-    N : int
-        Patterns per population (cancels out; kept for the caller's signature).
-    D : int
-        Cells per pattern.
-    dtype : dtype
-        Work dtype of the pair kernels (float32 or float64).
-
-    Returns
-    -------
-    bool
-    """
-    a, b, c, e = ROUTE_COST_FIT[np.dtype(dtype)]
-    return (a - c) * D < e - b

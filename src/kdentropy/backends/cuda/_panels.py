@@ -159,7 +159,7 @@ def gemm(A: Any, B: Any, out: Any, transpose_b: bool) -> None:
 
 
 @functools.cache
-def _epilogues(dtype: np.dtype) -> dict[str, Any]:
+def epilogues(dtype: np.dtype) -> dict[str, Any]:
     """Panel epilogue kernels for one work dtype."""
     ft = float32 if np.dtype(dtype) == np.float32 else float64
     T = PANEL_THREADS
@@ -270,7 +270,7 @@ def buffer(G: int, N: int, dtype: Any, plan: PanelPlan) -> Any:
 def counts(Sc: Any, sqn: Any, sigma: float, plan: PanelPlan, buf: Any, stream: Any) -> Any:
     """Pass 1 on Gram panels: device float64 ``C0 (G, N)``; fills the K cache when ``plan.cached``."""
     G, N, _ = (int(n) for n in Sc.shape)
-    k = _epilogues(np.dtype(Sc.dtype))["counts"]
+    k = epilogues(np.dtype(Sc.dtype))["counts"]
     neg = neg_kernel_scale(sigma, Sc.dtype)
     C0 = empty((G, N), np.float64)
     for g in range(G):
@@ -291,7 +291,7 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, plan: PanelPlan, b
     populations into the existing arrays.
     """
     G, N, D = (int(n) for n in Sc.shape)
-    ks = _epilogues(np.dtype(Sc.dtype))
+    ks = epilogues(np.dtype(Sc.dtype))
     neg = neg_kernel_scale(sigma, Sc.dtype)
     rowsum = empty((G, N), np.float64) if rowsum is None else rowsum
     V = empty((G, N, D), np.float64) if V is None else V

@@ -73,12 +73,12 @@ def kernel_signatures() -> list[tuple[str, Any, str]]:
              f"void({t['a3']}, float64[:, ::1], {t['a3']})"),
             (f"elementwise.chain_rule[{ft}]", ew["chain_rule"],
              f"void(float64[::1], {t['a1']}, {t['a1']}, float64, float64)"),
-            (f"elementwise.column_partials[{ft}]", _elementwise._column_partials,
+            (f"elementwise.column_partials[{ft}]", _elementwise.reduction_kernels()["column_partials"],
              f"void({t['a3']}, float64[:, :, ::1], int64)"),
-            (f"elementwise.row_norms[{ft}]", _elementwise._row_norms,
+            (f"elementwise.row_norms[{ft}]", _elementwise.reduction_kernels()["row_norms"],
              f"void({t['a3']}, float64[:, ::1], float64[:, ::1])"),
         ]
-        pe = _panels._epilogues(np.dtype(dt))
+        pe = _panels.epilogues(np.dtype(dt))
         out += [
             (f"panels.counts[{ft}]", pe["counts"],
              f"void({t['a2']}, float64[::1], int64, {ft}, boolean, float64[::1])"),
@@ -112,13 +112,13 @@ def kernel_signatures() -> list[tuple[str, Any, str]]:
     out.append(("elementwise.center[float32->float64]", _elementwise.kernels(np.dtype("f8"))["center"],
                 "void(float32[:, :, ::1], float64[:, ::1], float64[:, :, ::1])"))
     out += [
-        ("elementwise.column_mean", _elementwise._column_mean,
+        ("elementwise.column_mean", _elementwise.reduction_kernels()["column_mean"],
          "void(float64[:, :, ::1], float64[:, ::1], float64)"),
-        ("elementwise.sum_partials", _elementwise._sum_partials,
+        ("elementwise.sum_partials", _elementwise.reduction_kernels()["sum_partials"],
          "void(float64[:, ::1], float64[::1])"),
-        ("elementwise.header", _elementwise._header,
+        ("elementwise.header", _elementwise.reduction_kernels()["header"],
          "void(int32[::1], float64[::1], float64[::1])"),
-        ("elementwise.pair_sum_norms", _elementwise._pair_sum_norms,
+        ("elementwise.pair_sum_norms", _elementwise.reduction_kernels()["pair_sum_norms"],
          "void(float64[:, ::1], float64[:, ::1], float64[:, :, ::1], float64[:, ::1])"),
     ]
     return out
