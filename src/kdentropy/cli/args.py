@@ -12,6 +12,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..backends import BACKEND_NAMES
 
@@ -173,44 +174,41 @@ def grid_shape(text: str) -> tuple[int, int]:
     return H, W
 
 
-def auto_or_float(text: str) -> float | str:
-    """The argparse ``type`` of ``--sigma`` in ``train``: ``auto`` or a finite number.
+def word_or_number(words: tuple[str, ...], value: Any, number: Callable[[str], float],
+                   expected: str) -> Callable[[str], Any]:
+    """An argparse ``type``: one of ``words`` (giving ``value``) or what ``number`` parses.
 
     Parameters
     ----------
-    text : str
+    words : tuple of str
+        Lower-case spellings of the word.
+    value : Any
+        What the word stands for.
+    number : callable
+        The argparse ``type`` of the numeric alternative.
+    expected : str
+        The error message's ``expected ...`` text.
 
     Returns
     -------
-    float or str
-        ``"auto"``, or the number (its range is ``SoftParams``'s rule).
+    callable
+        ``str -> value or float``, raising ``argparse.ArgumentTypeError``.
     """
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return finite_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+    def parse(text: str) -> Any:
+        if text.strip().lower() in words:
+            return value
+        try:
+            return number(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    return parse
 
 
-def positive_float_or_none(text: str) -> float | None:
-    """An argparse ``type`` for a finite number > 0, or ``none`` (None: switched off).
-
-    Parameters
-    ----------
-    text : str
-
-    Returns
-    -------
-    float or None
-    """
-    if text.strip().lower() in ("none", "off"):
-        return None
-    try:
-        return positive_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'none' or a finite number > 0, "
-                                         f"got {text!r}") from None
+#: ``--sigma`` in ``train``: ``auto`` or a finite number (its range is ``SoftParams``'s rule).
+auto_or_float = word_or_number(("auto",), "auto", finite_float, "'auto' or a number")
+#: A finite number > 0, or ``none``/``off`` (None: switched off).
+positive_float_or_none = word_or_number(("none", "off"), None, positive_float,
+                                        "'none' or a finite number > 0")
 
 
 def log_base(text: str) -> float | None:
