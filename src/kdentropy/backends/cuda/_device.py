@@ -179,6 +179,8 @@ def try_reshape(X: Any, shape: tuple[int, ...]) -> Any:
     try:
         return X.reshape(shape)
     except (NotImplementedError, ValueError):
+        # numba-cuda raises NotImplementedError for a reshape it cannot do as a
+        # view and ValueError for a size mismatch: the caller then copies.
         return None
 
 
