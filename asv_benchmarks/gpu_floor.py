@@ -499,7 +499,8 @@ def _route(N: int, D: int, dtype: str) -> str:
                       PARAMS["sigma"], gemm_ok=True, available_bytes=140 * 2**30)
     except TypeError as exc:  # plan's signature changed: say so rather than guess
         return f"plan() not callable here ({exc})"
-    return f"{how.route} {np.dtype(how.work_dtype).name} {'gram' if how.gram else 'direct'}"
+    return (f"{how.route} {np.dtype(how.work_dtype).name} {'gram' if how.gram else 'direct'}"
+            f"{', K kept' if how.kcache else ''}")
 
 
 def _compiler_table() -> str:
@@ -605,12 +606,14 @@ def model(repo: Path) -> int:
             chosen = panel if route.startswith("panel") else fused
             print(f"| {N}x{D} | {dtype} | {route} | {insns:.3g} | {issue} | {mem} |"
                   f" {fused:.2f} | {panel:.2f} | {chosen:.2f} |")
-    rule = gm.fit_route_rule(compiled)
-    print("\nRoute rule fit (H200, seconds per pair; fused ~ a D + b, panel ~ c D + e):")
-    for dtype, (a, b, c, e) in rule.items():
-        cross = (e - b) / (a - c) if a != c else float("inf")
-        print(f"  {dtype}: a={a:.4g} b={b:.4g} c={c:.4g} e={e:.4g}  fused wins for D < "
-              f"{cross:.1f}")
+    for kcache in (True, False):
+        rule = gm.fit_route_rule(compiled, kcache)
+        print(f"\nRoute rule fit, fused route {'with' if kcache else 'without'} the K cache "
+              "(H200, seconds per pair; fused ~ a D + b, panel ~ c D + e):")
+        for dtype, (a, b, c, e) in rule.items():
+            cross = (e - b) / (a - c) if a != c else float("inf")
+            print(f"  {dtype}: a={a:.4g} b={b:.4g} c={c:.4g} e={e:.4g}  fused wins for D < "
+                  f"{cross:.1f}")
     return status
 
 

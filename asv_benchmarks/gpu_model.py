@@ -53,11 +53,16 @@ class Gpu(NamedTuple):
     sms: int
     clock_hz: float  # sustained SM clock
     dram_bytes_per_s: float
+    memory_bytes: float
 
 
 # H100 SXM and H200 share the GH100 die and clocks; they differ in HBM.
-H100 = Gpu("H100", 132, 1.98e9, 3.35e12)
-H200 = Gpu("H200", 132, 1.98e9, 4.8e12)
+H100 = Gpu("H100", 132, 1.98e9, 3.35e12, 80e9)
+H200 = Gpu("H200", 132, 1.98e9, 4.8e12, 141e9)
+KCACHE_FRACTION = 0.5  # _panels.KCACHE_FRACTION: the share of free memory a K cache may take
+#: Free memory the fused route's K cache is planned with: the smaller GPU's
+#: (``fit_route_rule`` sets it to 0 for the rule without the cache).
+kcache_memory_bytes = min(H100.memory_bytes, H200.memory_bytes)
 GPUS = (H100, H200)
 
 SCHEDULERS = 4  # per SM, one warp-instruction issued per scheduler and cycle
@@ -495,12 +500,18 @@ def tile_specs(dtype: str) -> list[tuple[KernelSpec, Any]]:
     """
     from numba import types as nt
 
-    from kdentropy.backends.cuda import _fused, _tiles
+    from kdentropy.backends.cuda import _fused, _tile_apply, _tiles
 
     dt = np.dtype(dtype)
     ft, f64 = getattr(nt, dtype), nt.float64
     fma = "FFMA" if dtype == "float32" else "DFMA"
     sh = _tiles.SHAPES[dt]
+
+    def kept(case: Case) -> bool:
+        # plan()'s rule on the smaller of the two GPUs: the cache within half its memory.
+        need = _fused.kept_bytes(case.G, case.N, case.D, dt)
+        return 0 < need <= KCACHE_FRACTION * kcache_memory_bytes
+
     TH, R, RC = sh.threads, sh.regs, sh.cells
     B, NT, PAD = sh.tile, TH * TH, _tiles.PAD
     widths = sorted({_tiles.slice_width(D, dt) for D in range(1, sh.dchunk + 1)})
@@ -538,7 +549,13 @@ def tile_specs(dtype: str) -> list[tuple[KernelSpec, Any]]:
             return n * P * case.G
 
         def w_blocks(case: Case, mine: Callable = mine) -> float:
-            if not mine(case):
+            if not mine(case) or kept(case):
+                return 0.0
+            n, P, _, chunks, _ = weighted_geo(case)
+            return n * P * chunks * case.G
+
+        def k_blocks(case: Case, mine: Callable = mine) -> float:
+            if not mine(case) or not kept(case):
                 return 0.0
             n, P, _, chunks, _ = weighted_geo(case)
             return n * P * chunks * case.G
@@ -548,14 +565,23 @@ def tile_specs(dtype: str) -> list[tuple[KernelSpec, Any]]:
                 return 0.0
             _, P, _, n_off, sym = count_geo(case)
             slices = P + (n_off if sym else 0)
-            # S once (L2 holds the re-reads), the float64 slices written and summed.
-            return case.G * case.N * (case.D * dt.itemsize + (2 * slices + 1) * 8)
+            # S once (L2 holds the re-reads), the float64 slices written and
+            # summed, the K cache written.
+            cache = _tiles.kept_elements(case.G, case.N, dt) * dt.itemsize if kept(case) else 0
+            return case.G * case.N * (case.D * dt.itemsize + (2 * slices + 1) * 8) + cache
 
         def w_dram(case: Case, mine: Callable = mine) -> float:
             if not mine(case):
                 return 0.0
             _, P, _, _, _ = weighted_geo(case)
             return case.G * case.N * case.D * (dt.itemsize + (2 * P + 1) * 8)
+
+        def k_dram(case: Case, mine: Callable = mine) -> float:
+            if not mine(case):
+                return 0.0
+            n, P, _, chunks, _ = weighted_geo(case)
+            # Every D chunk reads its row tiles' n K tiles (L2 does not hold them).
+            return w_dram(case) + chunks * case.G * n * n * B * B * dt.itemsize
 
         def offsets(case: Case) -> float:  # mean offsets per block
             _, P, _, n_off, _ = count_geo(case)
@@ -577,8 +603,11 @@ def tile_specs(dtype: str) -> list[tuple[KernelSpec, Any]]:
 
         counts_k = _tiles.counts_kernel(dt, width)
         weighted_k = _tiles.weighted_kernel(dt, width)
+        kept_k = _tile_apply.kept_weighted_kernel(dt, width)
         c_sig = (ft[:, :, ::1], ft[::1], f64[:, ::1], f64[:, :, ::1], ft, nt.int64, nt.int64,
-                 nt.int64, nt.int64)
+                 nt.int64, nt.int64, ft[::1], nt.int64)
+        k_sig = (ft[:, :, ::1], ft[::1], ft[:, ::1], ft[::1], f64[:, :, :, ::1], nt.int64,
+                 nt.int64, nt.int64, nt.int64)
         w_sig = (ft[:, :, ::1], ft[::1], f64[:, ::1], ft[:, ::1], f64[:, :, :, ::1], ft,
                  nt.int64, nt.int64, nt.int64)
         c_spec = KernelSpec(
@@ -596,7 +625,13 @@ def tile_specs(dtype: str) -> list[tuple[KernelSpec, Any]]:
                  LoopSpec("distance", fma, dist),
                  LoopSpec("apply", fma, apply)],
             lambda c, f=w_blocks: f(c) * NT / 32, w_blocks, w_dram)
-        out += [(c_spec, counts_k), (w_spec, weighted_k)]
+        k_spec = KernelSpec(
+            f"tiles.kept_weighted[{dtype},kw={width}]",
+            lambda k=kept_k, sig=k_sig: (k.py_func, sig, k.targetoptions.get("launch_bounds")),
+            NT, [LoopSpec("column tiles", None, tiles),
+                 LoopSpec("apply", fma, apply)],
+            lambda c, f=k_blocks: f(c) * NT / 32, k_blocks, k_dram)
+        out += [(c_spec, counts_k), (w_spec, weighted_k), (k_spec, kept_k)]
     return out
 
 
@@ -746,15 +781,28 @@ def fused_seconds(case: Case, compiled: dict[str, tuple[KernelSpec, Compiled]],
     return insns, secs, dict(bounds)
 
 
-def fit_route_rule(compiled_by_dtype: dict[str, dict[str, tuple[KernelSpec, Compiled]]]
-                   ) -> dict[str, tuple[float, float, float, float]]:
+def fit_route_rule(compiled_by_dtype: dict[str, dict[str, tuple[KernelSpec, Compiled]]],
+                   kcache: bool = True) -> dict[str, tuple[float, float, float, float]]:
     """Per dtype ``(a, b, c, e)``: fused ~ N^2 (a D + b), panel ~ N^2 (c D + e) seconds on an H200.
+
+    ``kcache``: the fused route with pass 1's kernel values kept (else recomputed).
 
     ``a, b`` by least squares over the model's fused times at N = 16384,
     D = 8..128 (the fused route's domain; beyond it the fused pass 2
     recomputes distances per D chunk and grows faster than linearly); ``c, e`` over the measured floors plus the panel epilogue
     traffic (:func:`panel_seconds`) of the four benchmark cases.
     """
+    global kcache_memory_bytes
+    saved = kcache_memory_bytes
+    kcache_memory_bytes = saved if kcache else 0.0
+    try:
+        return _fit(compiled_by_dtype)
+    finally:
+        kcache_memory_bytes = saved
+
+
+def _fit(compiled_by_dtype: dict[str, dict[str, tuple[KernelSpec, Compiled]]]
+         ) -> dict[str, tuple[float, float, float, float]]:
     rule = {}
     for dtype, compiled in compiled_by_dtype.items():
         Ds = np.array([8, 16, 32, 64, 128], dtype=float)

@@ -279,7 +279,7 @@ def test_plan_follows_the_conditioning():
     big, small = (1, 50, 128), (1, 50, 64)
 
     def how(dtype, shape, sigma, gemm_ok=True):
-        fused_wins = lambda N, D, work: D < 100  # noqa: E731
+        fused_wins = lambda N, D, work, kcache: D < 100  # noqa: E731
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(kc._routing, "fused_beats_panels", fused_wins)
             p = kc.plan(dtype, shape, M, sigma, gemm_ok=gemm_ok, available_bytes=2**30)
@@ -297,7 +297,10 @@ def test_plan_follows_the_conditioning():
     assert how(f64, small, hopeless64) == ("fused", f64, False)
     for D in (4, 16, 64, 256):  # without the stand-in, the route is the model's answer
         p = kc.plan(f32, (1, 4096, D), M, well, gemm_ok=True, available_bytes=2**30)
-        assert (p.route == "fused") == kc._routing.fused_beats_panels(4096, D, p.work_dtype)
+        kept = 0 < _fused.kept_bytes(1, 4096, D, p.work_dtype) <= 2**29
+        assert (p.route == "fused") == kc._routing.fused_beats_panels(4096, D, p.work_dtype, kept)
+        if p.route == "fused":
+            assert p.kcache == kept
     for dtype in (f32, f64):
         for sigma in (well, ill, hopeless32, hopeless64, 1e-3, 1e-20):
             work = _conditioning.distance_precision(dtype, M, sigma)
@@ -313,6 +316,7 @@ def test_plan_shows_the_panels_and_the_k_cache():
                     available_bytes=2 * 100 * 100 * 4)  # half of it is the budget
     assert tight.route == "panel" and not tight.kcache
     assert tight.panel_rows == min(_panels.PANEL_BYTES_CAP, 100 * 100 * 4) // (100 * 4)
+    # The simulator reports too little free memory for the fused route's K cache.
     fused = kc.plan(np.float32, (2, 100, 20), 1.0, 0.5, route="fused", gemm_ok=True)
     assert (fused.route, fused.panel_rows, fused.kcache) == ("fused", 0, False)
 
@@ -536,7 +540,8 @@ def test_broken_cupy_raises(monkeypatch, real_gpu_rules):
         kc.plan(np.float32, (1, 64, 256), 1.0, 0.5)
     # Only where the model prefers the fused kernels is CuPy never asked.
     for D in (1, 4, 16):
-        if kc._routing.fused_beats_panels(64, D, np.dtype(np.float32)):
+        kept = 0 < _fused.kept_bytes(1, 64, D, np.float32) <= _device.free_device_bytes() / 2
+        if kc._routing.fused_beats_panels(64, D, np.dtype(np.float32), kept):
             assert kc.plan(np.float32, (1, 64, D), 1.0, 0.5).route == "fused"
         else:
             with pytest.raises(RuntimeError, match="CuPy cannot reach cuBLAS"):

@@ -27,9 +27,12 @@ Everything runs on one stream, the caller's current CuPy stream
      Gram panels by GEMM plus fused epilogues (:mod:`._panels`), with the K
      cache when ``G N^2`` kernel values fit in the memory budget; float32
      work is promoted to float64 when CuPy runs float32 products in TF32;
-   * **fused** (where the model prefers it, or direct differences): register-tiled kernels that
-     never store a pair value (:mod:`._fused`), Gram form in the work dtype,
-     or direct differences where even a float64 Gram product is too coarse.
+   * **fused** (where the model prefers it, or direct differences): register-tiled
+     kernels (:mod:`._fused`), Gram form in the work dtype, or direct
+     differences where even a float64 Gram product is too coarse. The Gram
+     form keeps pass 1's kernel values (the upper-triangle tiles, ``G N^2 / 2``
+     values) when they fit in the same budget, so that pass 2 forms no
+     distance (:mod:`._tile_apply`); otherwise pass 2 recomputes them.
 
    Pass 1 gives ``C0``, copied to the host (O(G N), the contract's return
    value); the estimator's coefficients ``g = coefficients(C0)`` go back
@@ -57,10 +60,11 @@ import numpy as np
 
 from ... import _validation
 from .. import _conditioning
-from . import _elementwise, _fused, _panels, _routing
+from . import _elementwise, _fused, _panels, _routing, _tile_apply
 from ._compiler import COMPILER, SIMULATOR, cuda, driver_initialization_error
 from ._device import (
     as_numba_device_array,
+    free_device_bytes,
     call_stream,
     stream_handle,
     to_device,
@@ -103,7 +107,7 @@ class Plan(NamedTuple):
     work_dtype: np.dtype  # precision of the Gram products / pair kernels
     gram: bool  # Gram-form distances (else direct differences)
     panel_rows: int  # rows per Gram panel (0 on the fused route)
-    kcache: bool  # pass 1's kernel values kept for pass 2 (panel route only)
+    kcache: bool  # pass 1's kernel values kept for pass 2 (either route)
 
 
 def plan(dtype: np.dtype, shape: tuple[int, int, int], max_sqn: float, sigma: float, *,
@@ -127,7 +131,8 @@ def plan(dtype: np.dtype, shape: tuple[int, int, int], max_sqn: float, sigma: fl
     gemm_ok : bool, optional
         Whether cuBLAS GEMMs are reachable; default: ask :mod:`._panels`.
     available_bytes : int, optional
-        Device memory to size the panels with; default: ask :mod:`._panels`.
+        Device memory to size the panels and the K cache with (half of it is
+        the budget, :data:`._panels.KCACHE_FRACTION`); default: ask :mod:`._panels`.
 
     Returns
     -------
@@ -142,14 +147,18 @@ def plan(dtype: np.dtype, shape: tuple[int, int, int], max_sqn: float, sigma: fl
         return Plan("fused", dtype, False, 0, False)
     # Routed by the calibrated instruction model (asv_benchmarks/gpu_model.py),
     # not by a constant: it predicts which route is faster for this (N, D, dtype).
-    want_panel = (not _routing.fused_beats_panels(N, D, work) if route is None
+    # The cache is a Numba allocation: CuPy's pool (and CuPy's health) does not matter.
+    kept = _fused.kept_bytes(G, N, D, work)
+    free = free_device_bytes() if available_bytes is None else available_bytes
+    kcache = 0 < kept <= _panels.KCACHE_FRACTION * free
+    want_panel = (not _routing.fused_beats_panels(N, D, work, kcache) if route is None
                   else route == "panel")
     if want_panel and (_panels.gemm_available() if gemm_ok is None else gemm_ok):
         if work == np.float32 and not _panels.float32_gemm_is_fp32():
             work = np.dtype(np.float64)  # accurate wherever float32 was
         rows, cached = _panels.panel_plan(G, N, work, available_bytes)
         return Plan("panel", work, True, rows, cached)
-    return Plan("fused", np.dtype(work), True, 0, False)
+    return Plan("fused", np.dtype(work), True, 0, kcache)
 
 
 def unavailable_reason() -> str | None:
@@ -305,8 +314,9 @@ def soft_counts_and_grad(S: SoftPatterns, sigma: float,
         buf = _panels.buffer(G, N, how.work_dtype, panels)
         C0 = to_host(_panels.counts(Sc, sqn, sigma, panels, buf, stream), stream)
     else:
+        kept = _tile_apply.new_cache(G, N, how.work_dtype) if how.kcache and want_grad else None
         with _on_default_stream(stream):
-            C0 = to_host(_fused.counts(Sc, sqn, sigma, how.gram), cuda.default_stream())
+            C0 = to_host(_fused.counts(Sc, sqn, sigma, how.gram, kept), cuda.default_stream())
     if not want_grad:
         return C0, None
     g = np.asarray(coefficients(C0))
@@ -314,7 +324,7 @@ def soft_counts_and_grad(S: SoftPatterns, sigma: float,
     coef = to_device(np.ascontiguousarray(g, dtype=how.work_dtype), stream)
     if how.route != "panel":
         with _on_default_stream(stream):
-            V = _fused.weighted_sums(Sc, sqn, coef, sigma, how.gram)
+            V = _fused.weighted_sums(Sc, sqn, coef, sigma, how.gram, kept)
         return C0, V
     V, rowsum = _panels.weighted_sums(Sc, sqn, coef, sigma, panels, buf, stream)
     if how.work_dtype == np.float32:

@@ -80,7 +80,7 @@ except ImportError as exc:
     COMPILER = "numba-cuda"
     cuda = _import(COMPILER)
 
-float32, float64, uint32 = cuda.float32, cuda.float64, cuda.uint32
+float32, float64, uint32, uint64 = cuda.float32, cuda.float64, cuda.uint32, cuda.uint64
 
 
 def _simulator_enabled() -> bool:

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from ._compiler import cuda, float32, float64, uint32
 
-from . import _tiles
+from . import _tile_apply, _tiles
 from ._device import MAX_GRID_Y_Z, SIMULATOR, multiprocessors, neg_kernel_scale
 from ._elementwise import sum_partials
 from ._fused_shapes import SPLIT_BUFFER_BYTES, TILINGS, Tiling
@@ -361,20 +361,37 @@ def counts_geometry(N: int, D: int, G: int, dtype: np.dtype) -> tuple[int, int, 
     return n, -(-n // per), per, n, False
 
 
-def _tile_counts(Sc: Any, sqn: Any, sigma: float) -> Any:
-    """Pass 1 of the Gram route by :func:`._tiles.counts_kernel`."""
+def kept_bytes(G: int, N: int, D: int, dtype: np.dtype) -> int:
+    """Bytes of the fused route's K cache for this problem; 0 where pass 1 cannot keep K.
+
+    Pass 1 keeps the kernel values of the tiles it visits only in its
+    symmetric mode (:func:`counts_geometry`) and within 32-bit offsets of ``Sc``.
+    """
+    dtype = np.dtype(dtype)
+    if G * N * D >= 2**32 or not counts_geometry(N, D, G, dtype)[4]:
+        return 0
+    return _tiles.kept_elements(G, N, dtype) * dtype.itemsize
+
+
+def _tile_counts(Sc: Any, sqn: Any, sigma: float, kept: Any) -> Any:
+    """Pass 1 of the Gram route by :func:`._tiles.counts_kernel` (filling ``kept`` if given)."""
     G, N, D = (int(n) for n in Sc.shape)
     dtype = np.dtype(Sc.dtype)
     gz = min(G, MAX_GRID_Y_Z)
     n, P, per, n_off, sym = counts_geometry(N, D, G, dtype)
+    if kept is not None and not sym:
+        raise ValueError("the K cache needs pass 1's symmetric mode (see kept_bytes)")
     slices = P + (n_off if sym else 0)
     partial = cuda.device_array((slices, G, N), dtype=np.float64)
     kernel = _tiles.counts_kernel(dtype, _tiles.slice_width(D, dtype))
     TH = _tiles.SHAPES[dtype].threads
+    keep = kept is not None
+    if not keep:
+        kept = cuda.device_array(1, dtype=dtype)  # never written
     for g0 in range(0, G, gz):
         kernel[(n, P, min(gz, G - g0)), (TH, TH)](
             Sc, Sc.reshape(G * N * D), sqn, partial, neg_kernel_scale(sigma, dtype), n_off, per,
-            int(sym), g0)
+            int(sym), g0, kept, int(keep))
     if slices == 1:
         return partial.reshape(G, N)
     C0 = cuda.device_array((G, N), dtype=np.float64)
@@ -382,15 +399,18 @@ def _tile_counts(Sc: Any, sqn: Any, sigma: float) -> Any:
     return C0
 
 
-def counts(Sc: Any, sqn: Any, sigma: float, gram: bool) -> Any:
+def counts(Sc: Any, sqn: Any, sigma: float, gram: bool, kept: Any = None) -> Any:
     """Pass 1: device float64 ``C0 (G, N)`` from device patterns ``Sc (G, N, D)``.
 
     ``Sc`` is centred (``gram=True``) or raw; ``sqn`` holds the float64 squared
     norms of the centred rows (read only with ``gram=True``). The Gram form
     runs the tile kernels of :mod:`._tiles`, direct differences the kernels above.
+    ``kept`` (Gram form only; :func:`._tile_apply.new_cache`) receives the kernel values.
     """
     if gram and _tiles_fit(Sc):
-        return _tile_counts(Sc, sqn, sigma)
+        return _tile_counts(Sc, sqn, sigma, kept)
+    if kept is not None:
+        raise ValueError("only the Gram form's tile kernels keep K")
     G, N, D = (int(n) for n in Sc.shape)
     dtype = np.dtype(Sc.dtype)
     tl = TILINGS[dtype, "counts"]
@@ -442,11 +462,13 @@ def weighted_geometry(N: int, D: int, G: int, dtype: np.dtype, gram: bool,
     return n_tiles, -(-n_tiles // per), per, n_chunks, threads
 
 
-def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any:
+def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool,
+                  kept: Any = None) -> Any:
     """Pass 2: device float64 ``V_i = sum_j K_ij (g_i + g_j) (S_i - S_j)``, shape ``(G, N, D)``.
 
     ``coef`` is the device row-coefficient array ``g (G, N)`` in the dtype of
-    ``Sc``. The Gram form runs :func:`._tiles.weighted_kernel`.
+    ``Sc``. The Gram form runs :func:`._tiles.weighted_kernel`, or, given the
+    ``kept`` kernel values of pass 1, :func:`._tile_apply.kept_weighted_kernel`.
     """
     G, N, D = (int(n) for n in Sc.shape)
     dtype = np.dtype(Sc.dtype)
@@ -457,6 +479,11 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool) -> Any
     partial = cuda.device_array((P, G, N, D), dtype=np.float64)
     for g0 in range(0, G, gz):
         grid = (n_tiles, P * n_chunks, min(gz, G - g0)), (threads, threads)
+        if kept is not None and tiles:
+            _tile_apply.kept_weighted_kernel(dtype, _tiles.slice_width(D, dtype))[grid](
+                Sc, Sc.reshape(G * N * D), coef, kept, partial, per, n_chunks,
+                -(-N // _tiles.SHAPES[dtype].tile) // 2 + 1, g0)
+            continue
         if tiles:
             _tiles.weighted_kernel(dtype, _tiles.slice_width(D, dtype))[grid](
                 Sc, Sc.reshape(G * N * D), sqn, coef, partial,

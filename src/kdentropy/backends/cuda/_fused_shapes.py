@@ -53,5 +53,7 @@ else:
                (_F64, "counts"): Tiling(16, 2, 8, 2, 3),
                (_F64, "weighted"): Tiling(16, 2, 8, 2, 3)}
 
-#: Upper bound on the float64 pass-2 partials (P x G x N x D) of the column splits.
-SPLIT_BUFFER_BYTES = 512 * 2**20
+#: Upper bound on the float64 partials of the column splits (pass 2: P x G x N x D;
+#: tile pass 1: (P + n/2 + 1) x G x N). 1 GiB keeps pass 1 symmetric, and so the
+#: K cache possible, for float64 up to N = 65536 (2048 tiles of 32 rows).
+SPLIT_BUFFER_BYTES = 2**30

@@ -57,7 +57,7 @@ def _types(ft: str) -> dict[str, str]:
 
 def kernel_signatures() -> list[tuple[str, Any, str]]:
     """``(name, kernel, signature)`` for every kernel, as the backend launches it."""
-    from . import _elementwise, _fused, _panels, _tiles
+    from . import _elementwise, _fused, _panels, _tile_apply, _tiles
 
     out: list[tuple[str, Any, str]] = []
     for dt in (np.float32, np.float64):
@@ -103,6 +103,10 @@ def kernel_signatures() -> list[tuple[str, Any, str]]:
             out += [
                 (f"tiles.counts[{ft},w{w}]", _tiles.counts_kernel(np.dtype(dt), w),
                  f"void({t['a3']}, {t['a1']}, {t['d2']}, {t['d3']}, {ft}, "
+                 f"int64, int64, int64, int64, {t['a1']}, int64)"),
+                (f"tiles.kept_weighted[{ft},w{w}]",
+                 _tile_apply.kept_weighted_kernel(np.dtype(dt), w),
+                 f"void({t['a3']}, {t['a1']}, {t['a2']}, {t['a1']}, {t['d4']}, "
                  "int64, int64, int64, int64)"),
                 (f"tiles.weighted[{ft},w{w}]", _tiles.weighted_kernel(np.dtype(dt), w),
                  f"void({t['a3']}, {t['a1']}, {t['d2']}, {t['a2']}, {t['d4']}, {ft}, "

@@ -14,21 +14,26 @@ __all__ = ["ROUTE_COST_FIT", "fused_beats_panels"]
 
 #: Per-pair cost on an H200 of the fused route ``a D + b`` and of the panel
 #: route ``c D + e`` (seconds), fitted by ``asv_benchmarks/gpu_floor.py --model``
-#: (least squares: fused over the SASS model of these kernels at N = 16384,
-#: D = 8..128; panel over the measured cuBLAS floors plus the epilogues' N^2
-#: traffic; the Gram route's fused kernels are those of :mod:`._tiles`).
-#: Refit and replace when the kernels change.
-ROUTE_COST_FIT = {np.dtype(np.float32): (3.130e-13, -8.611e-14, 7.411e-14, 8.698e-12),
-                  np.dtype(np.float64): (8.233e-13, 1.560e-12, 6.295e-14, 1.044e-11)}
+#: (least squares: fused over the SASS model of the :mod:`._tiles` kernels at
+#: N = 16384, D = 8..128; panel over the measured cuBLAS floors plus the
+#: epilogues' N^2 traffic), per work dtype and whether the fused route keeps
+#: pass 1's kernel values (:mod:`._tile_apply`). Refit and replace when the
+#: kernels change.
+ROUTE_COST_FIT = {
+    (np.dtype(np.float32), True): (1.412e-13, 1.910e-12, 7.411e-14, 8.698e-12),
+    (np.dtype(np.float64), True): (3.313e-13, 4.736e-12, 6.295e-14, 1.044e-11),
+    (np.dtype(np.float32), False): (3.131e-13, -2.420e-14, 7.411e-14, 8.698e-12),
+    (np.dtype(np.float64), False): (8.236e-13, 1.669e-12, 6.295e-14, 1.044e-11),
+}
 
 
-def fused_beats_panels(N: int, D: int, dtype: np.dtype) -> bool:
+def fused_beats_panels(N: int, D: int, dtype: np.dtype, kcache: bool) -> bool:
     """Whether the model predicts the fused kernels (:mod:`._fused`) to beat the Gram panels.
 
     Both routes cost about ``N^2`` times a per-pair cost linear in ``D``
     (:data:`ROUTE_COST_FIT`), so ``N`` cancels: the fused route wins when
-    ``(a - c) D < e - b``. With the tile kernels that holds for ``D < 37``
-    (float32) and ``D < 12`` (float64).
+    ``(a - c) D < e - b``. That holds for ``D < 101`` (float32) and ``D < 21``
+    (float64) with the K cache, ``D < 37`` and ``D < 12`` without.
 
     Parameters
     ----------
@@ -38,10 +43,12 @@ def fused_beats_panels(N: int, D: int, dtype: np.dtype) -> bool:
         Cells per pattern.
     dtype : dtype
         Work dtype of the pair kernels (float32 or float64).
+    kcache : bool
+        Whether the fused route would keep pass 1's kernel values.
 
     Returns
     -------
     bool
     """
-    a, b, c, e = ROUTE_COST_FIT[np.dtype(dtype)]
+    a, b, c, e = ROUTE_COST_FIT[np.dtype(dtype), bool(kcache)]
     return (a - c) * D < e - b

@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._compiler import cuda, float32, float64, uint32
+from ._compiler import cuda, float32, float64, uint32, uint64
 from ._device import SIMULATOR
 
 
@@ -92,6 +92,13 @@ def slice_width(D: int, dtype: np.dtype) -> int:
     return min(sh.dchunk, max(sh.cells, 1 << (dp - 1).bit_length()))
 
 
+def kept_elements(G: int, N: int, dtype: np.dtype) -> int:
+    """Elements of the K cache for ``G`` populations of ``N`` rows (see ``kept_tile``)."""
+    B = SHAPES[np.dtype(dtype)].tile
+    n = -(-N // B)
+    return G * n * (n // 2 + 1) * B * B
+
+
 def _pitch(width: int, itemsize: int) -> int:
     """Shared row pitch (elements): 16-byte rows at an odd 16-byte stride (no bank conflicts)."""
     per16 = max(1, 16 // itemsize)
@@ -100,7 +107,7 @@ def _pitch(width: int, itemsize: int) -> int:
     return width if (width // per16) % 2 else width + per16
 
 
-def _sizes(dtype: np.dtype, width: int) -> dict[str, int]:
+def sizes(dtype: np.dtype, width: int) -> dict[str, int]:
     """Compile-time sizes of one kernel variant."""
     sh = SHAPES[np.dtype(dtype)]
     B = sh.tile
@@ -111,11 +118,16 @@ def _sizes(dtype: np.dtype, width: int) -> dict[str, int]:
             "a_elems": max(B * pitch, B * wpitch)}
 
 
-def _device_functions(dtype: np.dtype, width: int) -> tuple[Any, Any]:
-    """``stage`` (one slice of one tile into shared memory) and ``accumulate`` (dot products)."""
+def device_functions(dtype: np.dtype, width: int) -> tuple[Any, Any, Any, Any]:
+    """The device functions of one kernel variant.
+
+    ``stage`` (one slice of one tile into shared memory), ``accumulate`` (dot
+    products), ``apply`` (weights times staged rows) and ``kept_tile`` (where
+    a tile lies in the K cache).
+    """
     ft = float32 if np.dtype(dtype) == _F32 else float64
     TH, R, _, KV, _, _ = SHAPES[np.dtype(dtype)]
-    sz = _sizes(dtype, width)
+    sz = sizes(dtype, width)
     B, PITCH = sz["B"], sz["pitch"]
     NT = TH * TH
     KW = width
@@ -166,10 +178,36 @@ def _device_functions(dtype: np.dtype, width: int) -> tuple[Any, Any]:
                     for c in range(R):
                         dot[r, c] += a[r, v] * b[c, v]
 
-    return stage, accumulate
+    RC = SHAPES[np.dtype(dtype)].cells
+    WP = sz["wpitch"]
+
+    @cuda.jit(device=True)
+    def apply(Ws, Bs, wb, sb, wv, sv, acc):
+        """acc[r, c] += sum_jj Ws[jj, wb + r] Bs[jj, sb + c]: one tile's weights times its rows."""
+        for jj in range(B):
+            ju = uint32(jj)
+            for r in range(R):
+                wv[r] = Ws[ju * uint32(WP) + wb + uint32(r)]
+            for c in range(RC):
+                sv[c] = Bs[ju * uint32(PITCH) + sb + uint32(c)]
+            for r in range(R):
+                for c in range(RC):
+                    acc[r, c] += wv[r] * sv[c]
+
+    @cuda.jit(device=True)
+    def kept_tile(g, I, s, n, n_off):
+        """Element offset in the K cache of the tile of row tile ``I`` at offset ``s``.
+
+        Per population, the ``n x n_off`` tiles pass 1 visits (``J = I + s mod
+        n``), each ``B x B`` row-major (rows of ``I``, columns of ``J``). 64-bit:
+        ``G N^2 / 2`` passes 2^32 where the cache matters.
+        """
+        return ((uint64(g) * uint64(n) + uint64(I)) * uint64(n_off) + uint64(s)) * uint64(B * B)
+
+    return stage, accumulate, apply, kept_tile
 
 
-def _jit(dtype: np.dtype, second_pass: bool) -> Any:
+def jit_for(dtype: np.dtype, second_pass: bool) -> Any:
     """``cuda.jit`` with the launch bounds of one pass's blocks (the simulator takes none)."""
     sh = SHAPES[np.dtype(dtype)]
     if SIMULATOR:
@@ -183,21 +221,24 @@ def counts_kernel(dtype: np.dtype, width: int) -> Any:
     """Pass 1 for one dtype and slice width (see the module docstring).
 
     Launch: grid ``(n_tiles, P, populations)``, block ``(TH, TH)``; arguments
-    ``(Sc, flat, sqn, partial, neg_scale, n_off, per, sym, g0)`` (``flat``: ``Sc``
-    as one contiguous vector). ``partial`` has
+    ``(Sc, flat, sqn, partial, neg_scale, n_off, per, sym, g0, kept, keep)``
+    (``flat``: ``Sc`` as one contiguous vector). ``partial`` has
     ``P`` row-sum slices, then (with ``sym``) ``n_off`` column-sum slices.
+    With ``keep`` (and ``sym``) every visited tile's kernel values, zero for
+    ``j = i`` and for rows or columns past N, go to ``kept`` (the K cache,
+    layout :func:`kept_tile`) for :mod:`._tile_apply`'s pass 2.
     """
     dtype = np.dtype(dtype)
     ft = float32 if dtype == _F32 else float64
     TH, R, _, KV, _, _ = SHAPES[dtype]
-    sz = _sizes(dtype, width)
+    sz = sizes(dtype, width)
     B, A_ELEMS, T_ELEMS = sz["B"], sz["a_elems"], sz["tile_elems"]
     KW = width
     ALIGN = None if SIMULATOR else 16
-    stage, accumulate = _device_functions(dtype, width)
+    stage, accumulate, _, kept_tile = device_functions(dtype, width)
 
-    @_jit(dtype, False)
-    def counts(Sc, flat, sqn, partial, neg_scale, n_off, per, sym, g0):
+    @jit_for(dtype, False)
+    def counts(Sc, flat, sqn, partial, neg_scale, n_off, per, sym, g0, kept, keep):
         N = uint32(Sc.shape[1])
         D = uint32(Sc.shape[2])
         n = (N + uint32(B - 1)) // uint32(B)
@@ -218,6 +259,7 @@ def counts_kernel(dtype: np.dtype, width: int) -> Any:
         nj = cuda.local.array(R, ft)
         vj = cuda.local.array(R, ft)
         vi = cuda.local.array(R, float64)
+        vk = cuda.local.array(R, ft)
         rowsum = cuda.local.array(R, float64)
         colsum = cuda.local.array(R, float64)
         i0 = I * uint32(B)
@@ -226,6 +268,7 @@ def counts_kernel(dtype: np.dtype, width: int) -> Any:
             ok = i < N
             ni[r] = ft(sqn[g, i]) if ok else ft(0.0)
             vi[r] = 1.0 if ok else 0.0  # rows past N add nothing to column sums
+            vk[r] = ft(1.0) if ok else ft(0.0)  # nor anything to the K cache
             rowsum[r] = 0.0
         DP = (D + uint32(PAD - 1)) // uint32(PAD) * uint32(PAD)
         n_sl = (DP + uint32(KW - 1)) // uint32(KW)
@@ -261,6 +304,7 @@ def counts_kernel(dtype: np.dtype, width: int) -> Any:
                     cuda.syncthreads()
                     accumulate(As, Bs, min(uint32(KW), DP - kb), a, b, dot)
                 diag = su == 0 and ty == tx
+                kb = kept_tile(g, I, su, n, n_off) + uint64(ty * uint32(B) + tx)
                 for r in range(R):
                     s_r = 0.0
                     for c in range(R):
@@ -269,10 +313,15 @@ def counts_kernel(dtype: np.dtype, width: int) -> Any:
                         kv = math.exp(d2 * neg_scale) * vj[c]
                         if r == c and diag:
                             kv = ft(0.0)  # j = i
+                        dot[r, c] = kv * vk[r]  # the dot product is spent
                         k64 = float64(kv)
                         s_r += k64
                         colsum[c] += k64 * vi[r]  # one DFMA: the row mask costs nothing
                     rowsum[r] += s_r
+                if keep != 0:  # one branch per tile, outside the epilogue
+                    for r in range(R):
+                        for c in range(R):
+                            kept[kb + uint64(TH * r * B + TH * c)] = dot[r, c]
             if sym != 0:
                 # The column sums of J for this offset: TH threads per column,
                 # added in a fixed order; the diagonal tile and the skipped
@@ -316,18 +365,18 @@ def weighted_kernel(dtype: np.dtype, width: int) -> Any:
     dtype = np.dtype(dtype)
     ft = float32 if dtype == _F32 else float64
     TH, R, RC, KV, _, _ = SHAPES[dtype]
-    sz = _sizes(dtype, width)
+    sz = sizes(dtype, width)
     B, A_ELEMS, T_ELEMS = sz["B"], sz["a_elems"], sz["tile_elems"]
-    PITCH, WP = sz["pitch"], sz["wpitch"]
+    WP = sz["wpitch"]
     KW = width
     ROW_BLOCKS = B // R
     FLUSH = dtype == _F32  # float32 tile sums go to float64 accumulators
     FR = R if FLUSH else 1
     FC = RC if FLUSH else 1
     ALIGN = None if SIMULATOR else 16
-    stage, accumulate = _device_functions(dtype, width)
+    stage, accumulate, apply, _ = device_functions(dtype, width)
 
-    @_jit(dtype, True)
+    @jit_for(dtype, True)
     def weighted(Sc, flat, sqn, coef, partial, neg_scale, tiles_per_split, n_chunks, g0):
         N = uint32(Sc.shape[1])
         D = uint32(Sc.shape[2])
@@ -417,17 +466,7 @@ def weighted_kernel(dtype: np.dtype, width: int) -> Any:
                     As[(tx + uint32(TH * c)) * uint32(WP) + ty + uint32(TH * r)] = dot[r, c]
             cuda.syncthreads()
             if active:
-                wb = rb * uint32(R)
-                sb = cb * uint32(RC)
-                for jj in range(B):
-                    ju = uint32(jj)
-                    for r in range(R):
-                        wv[r] = As[ju * uint32(WP) + wb + uint32(r)]
-                    for c in range(RC):
-                        sv[c] = Bs[ju * uint32(PITCH) + sb + uint32(c)]
-                    for r in range(R):
-                        for c in range(RC):
-                            acc[r, c] += wv[r] * sv[c]
+                apply(As, Bs, rb * uint32(R), cb * uint32(RC), wv, sv, acc)
                 if FLUSH:
                     for r in range(R):
                         for c in range(RC):
