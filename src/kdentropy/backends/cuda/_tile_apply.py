@@ -11,9 +11,10 @@ pass 2's FMAs (the distances) for ``G N^2`` reads of the cache, and every
 ``K_ij`` is computed once, so ``w`` is exactly symmetric.
 
 The cache's zeros (``j = i``, rows or columns past N) make the weights zero
-there without masks. Row sums of ``w`` are kept in float64 per pair: a
-direct tile adds to rows ``ty + TH r`` and a transposed tile to rows
-``tx + TH c`` of the row tile, so each has its own fixed-order reduction.
+there without masks. Row sums of ``w`` are read back from shared memory once
+a tile's weights are there (each thread sums a fixed part of one row in the
+work dtype and adds it to a float64 total, as the apply step's tile sums
+are), which costs no registers per row and no conversion per pair.
 """
 
 from __future__ import annotations
@@ -46,19 +47,21 @@ def kept_weighted_kernel(dtype: np.dtype, width: int) -> Any:
     """
     dtype = np.dtype(dtype)
     ft = float32 if dtype == _F32 else float64
-    TH, R, RC, _, _, _ = SHAPES[dtype]
+    TH, R, RC = SHAPES[dtype][:3]
     sz = sizes(dtype, width)
     B, T_ELEMS, WP = sz["B"], sz["tile_elems"], sz["wpitch"]
     W_ELEMS = B * WP
     KW = width
     ROW_BLOCKS = B // R
+    PARTS = TH * TH // B  # threads per row in the row-sum step
+    PART = B // PARTS  # columns each of them adds
     FLUSH = dtype == _F32  # float32 tile sums go to float64 accumulators
     FR = R if FLUSH else 1
     FC = RC if FLUSH else 1
     ALIGN = None if SIMULATOR else 16
     stage, _, apply, kept_tile = device_functions(dtype, width)
 
-    @jit_for(dtype, True)
+    @jit_for(dtype, "kept")
     def weighted(Sc, flat, coef, kept, partial, tiles_per_split, n_chunks, n_off, g0):
         N = uint32(Sc.shape[1])
         D = uint32(Sc.shape[2])
@@ -73,13 +76,11 @@ def kept_weighted_kernel(dtype: np.dtype, width: int) -> Any:
         ty = uint32(cuda.threadIdx.y)
         Ws = cuda.shared.array(W_ELEMS, ft, alignment=ALIGN)  # Ws[j * WP + i] = w_ij
         Bs = cuda.shared.array(T_ELEMS, ft, alignment=ALIGN)
-        red = cuda.shared.array((B, TH), float64)
+        red = cuda.shared.array((B, PARTS), float64)
         gi_a = cuda.local.array(R, ft)  # g of rows ty + TH r of I
         gi_b = cuda.local.array(R, ft)  # g of rows tx + TH c of I
         gj_a = cuda.local.array(R, ft)
         gj_b = cuda.local.array(R, ft)
-        ws_a = cuda.local.array(R, float64)
-        ws_b = cuda.local.array(R, float64)
         wv = cuda.local.array(R, ft)
         sv = cuda.local.array(RC, ft)
         acc = cuda.local.array((R, RC), ft)
@@ -90,8 +91,6 @@ def kept_weighted_kernel(dtype: np.dtype, width: int) -> Any:
             ib = i0 + tx + uint32(TH * r)
             gi_a[r] = coef[g, ia] if ia < N else ft(0.0)
             gi_b[r] = coef[g, ib] if ib < N else ft(0.0)
-            ws_a[r] = 0.0
-            ws_b[r] = 0.0
             for c in range(RC):
                 acc[r, c] = 0.0
                 if FLUSH:
@@ -108,6 +107,9 @@ def kept_weighted_kernel(dtype: np.dtype, width: int) -> Any:
         t_begin = p * uint32(tiles_per_split)
         t_end = min(n, t_begin + uint32(tiles_per_split))
         own = uint64(ty * uint32(B) + tx)  # this thread's element of a kept tile
+        sum_row = unit % uint32(B)  # the row-sum step: one part of one row per thread
+        sum_from = (unit // uint32(B)) * uint32(PART) * uint32(WP) + sum_row
+        wsum = 0.0
         for J in range(t_begin, t_end):
             Ju = uint32(J)
             j0 = Ju * uint32(B)
@@ -129,15 +131,17 @@ def kept_weighted_kernel(dtype: np.dtype, width: int) -> Any:
                 for r in range(R):
                     for c in range(R):
                         w = kept[kb + uint64(TH * r * B + TH * c)] * (gi_a[r] + gj_b[c])
-                        ws_a[r] += float64(w)
                         Ws[(tx + uint32(TH * c)) * uint32(WP) + ty + uint32(TH * r)] = w
             else:  # kept element (ty + TH r, tx + TH c) is (j, i)
                 for r in range(R):
                     for c in range(R):
                         w = kept[kb + uint64(TH * r * B + TH * c)] * (gi_b[c] + gj_a[r])
-                        ws_b[c] += float64(w)
                         Ws[(ty + uint32(TH * r)) * uint32(WP) + tx + uint32(TH * c)] = w
             cuda.syncthreads()
+            t = ft(0.0)
+            for q in range(PART):
+                t += Ws[sum_from + uint32(q * WP)]
+            wsum += float64(t)
             if active:
                 apply(Ws, Bs, rb * uint32(R), cb * uint32(RC), wv, sv, acc)
                 if FLUSH:
@@ -145,30 +149,17 @@ def kept_weighted_kernel(dtype: np.dtype, width: int) -> Any:
                         for c in range(RC):
                             acc64[r, c] += float64(acc[r, c])
                             acc[r, c] = 0.0
-        # Row sums of w: the direct tiles' (rows ty + TH r), then the
-        # transposed tiles' (rows tx + TH c), each in a fixed order.
-        total = cuda.local.array(R, float64)
-        for half_ in range(2):
-            cuda.syncthreads()
-            for r in range(R):
-                if half_ == 0:
-                    red[ty + uint32(TH * r), tx] = ws_a[r]
-                else:
-                    red[tx + uint32(TH * r), ty] = ws_b[r]
-            cuda.syncthreads()
-            if active:
-                for r in range(R):
-                    il = rb * uint32(R) + uint32(r)
-                    t = 0.0
-                    for w in range(TH):
-                        t += red[il, w]
-                    total[r] = t if half_ == 0 else total[r] + t
+        cuda.syncthreads()
+        red[sum_row, unit // uint32(B)] = wsum
+        cuda.syncthreads()
         if active:
             for r in range(R):
                 il = rb * uint32(R) + uint32(r)
                 i = i0 + il
                 if i < N:
-                    ws = total[r]
+                    ws = 0.0
+                    for q in range(PARTS):
+                        ws += red[il, q]
                     for c in range(RC):
                         k = k0 + cb * uint32(RC) + uint32(c)
                         if k < D:

@@ -60,6 +60,7 @@ class TileShape(NamedTuple):
     vec: int  # cells per k-step of the distance loop (one 128-bit load per row in float32)
     min_blocks: int  # pass 1: resident blocks per SM to compile for (caps registers)
     min_blocks_2: int  # the same for pass 2 (which also holds its output tile)
+    min_blocks_kept: int  # the same for pass 2 from the K cache (no distance tile)
 
     @property
     def tile(self) -> int:
@@ -79,9 +80,9 @@ PAD = 4
 # cells). The simulator runs a Python thread per CUDA thread: 2 x 2 blocks of
 # 2 x 2 tiles and 4-cell slices, so tiny problems span many tiles and slices.
 if SIMULATOR:
-    SHAPES = {dt: TileShape(2, 2, 2, 2, 1, 1) for dt in (_F32, _F64)}
+    SHAPES = {dt: TileShape(2, 2, 2, 2, 1, 1, 1) for dt in (_F32, _F64)}
 else:
-    SHAPES = {_F32: TileShape(16, 4, 4, 4, 3, 2), _F64: TileShape(8, 4, 8, 2, 8, 4)}
+    SHAPES = {_F32: TileShape(16, 4, 4, 4, 3, 2, 3), _F64: TileShape(8, 4, 8, 2, 8, 4, 8)}
 
 
 def slice_width(D: int, dtype: np.dtype) -> int:
@@ -126,7 +127,7 @@ def device_functions(dtype: np.dtype, width: int) -> tuple[Any, Any, Any, Any]:
     a tile lies in the K cache).
     """
     ft = float32 if np.dtype(dtype) == _F32 else float64
-    TH, R, _, KV, _, _ = SHAPES[np.dtype(dtype)]
+    TH, R, _, KV = SHAPES[np.dtype(dtype)][:4]
     sz = sizes(dtype, width)
     B, PITCH = sz["B"], sz["pitch"]
     NT = TH * TH
@@ -182,17 +183,31 @@ def device_functions(dtype: np.dtype, width: int) -> tuple[Any, Any, Any, Any]:
     WP = sz["wpitch"]
 
     @cuda.jit(device=True)
+    def apply_row(Ws, Bs, wp, sp, wv, sv, acc):
+        """acc[r, c] += Ws[wp + r] Bs[sp + c]: one column's weights times its row."""
+        for r in range(R):
+            wv[r] = Ws[wp + uint32(r)]
+        for c in range(RC):
+            sv[c] = Bs[sp + uint32(c)]
+        for r in range(R):
+            for c in range(RC):
+                acc[r, c] += wv[r] * sv[c]
+
+    @cuda.jit(device=True)
     def apply(Ws, Bs, wb, sb, wv, sv, acc):
         """acc[r, c] += sum_jj Ws[jj, wb + r] Bs[jj, sb + c]: one tile's weights times its rows."""
-        for jj in range(B):
-            ju = uint32(jj)
-            for r in range(R):
-                wv[r] = Ws[ju * uint32(WP) + wb + uint32(r)]
-            for c in range(RC):
-                sv[c] = Bs[ju * uint32(PITCH) + sb + uint32(c)]
-            for r in range(R):
-                for c in range(RC):
-                    acc[r, c] += wv[r] * sv[c]
+        # 32-bit pointers stepped by constants and four rows per trip, written
+        # out (LLVM would not unroll the float64 body): the loads take
+        # immediate offsets and the loop's bookkeeping is amortised.
+        wp = wb
+        sp = sb
+        for _ in range(B // 4):
+            apply_row(Ws, Bs, wp, sp, wv, sv, acc)
+            apply_row(Ws, Bs, wp + uint32(WP), sp + uint32(PITCH), wv, sv, acc)
+            apply_row(Ws, Bs, wp + uint32(2 * WP), sp + uint32(2 * PITCH), wv, sv, acc)
+            apply_row(Ws, Bs, wp + uint32(3 * WP), sp + uint32(3 * PITCH), wv, sv, acc)
+            wp += uint32(4 * WP)
+            sp += uint32(4 * PITCH)
 
     @cuda.jit(device=True)
     def kept_tile(g, I, s, n, n_off):
@@ -207,12 +222,16 @@ def device_functions(dtype: np.dtype, width: int) -> tuple[Any, Any, Any, Any]:
     return stage, accumulate, apply, kept_tile
 
 
-def jit_for(dtype: np.dtype, second_pass: bool) -> Any:
-    """``cuda.jit`` with the launch bounds of one pass's blocks (the simulator takes none)."""
+def jit_for(dtype: np.dtype, kernel: str) -> Any:
+    """``cuda.jit`` with the launch bounds of one kernel's blocks (the simulator takes none).
+
+    ``kernel`` is ``"counts"``, ``"weighted"`` or ``"kept"`` (:mod:`._tile_apply`).
+    """
     sh = SHAPES[np.dtype(dtype)]
     if SIMULATOR:
         return cuda.jit
-    blocks = sh.min_blocks_2 if second_pass else sh.min_blocks
+    blocks = {"counts": sh.min_blocks, "weighted": sh.min_blocks_2,
+              "kept": sh.min_blocks_kept}[kernel]
     return functools.partial(cuda.jit, launch_bounds=(sh.threads ** 2, blocks))
 
 
@@ -230,14 +249,14 @@ def counts_kernel(dtype: np.dtype, width: int) -> Any:
     """
     dtype = np.dtype(dtype)
     ft = float32 if dtype == _F32 else float64
-    TH, R, _, KV, _, _ = SHAPES[dtype]
+    TH, R, _, KV = SHAPES[dtype][:4]
     sz = sizes(dtype, width)
     B, A_ELEMS, T_ELEMS = sz["B"], sz["a_elems"], sz["tile_elems"]
     KW = width
     ALIGN = None if SIMULATOR else 16
     stage, accumulate, _, kept_tile = device_functions(dtype, width)
 
-    @jit_for(dtype, False)
+    @jit_for(dtype, "counts")
     def counts(Sc, flat, sqn, partial, neg_scale, n_off, per, sym, g0, kept, keep):
         N = uint32(Sc.shape[1])
         D = uint32(Sc.shape[2])
@@ -364,7 +383,7 @@ def weighted_kernel(dtype: np.dtype, width: int) -> Any:
     """
     dtype = np.dtype(dtype)
     ft = float32 if dtype == _F32 else float64
-    TH, R, RC, KV, _, _ = SHAPES[dtype]
+    TH, R, RC, KV = SHAPES[dtype][:4]
     sz = sizes(dtype, width)
     B, A_ELEMS, T_ELEMS = sz["B"], sz["a_elems"], sz["tile_elems"]
     WP = sz["wpitch"]
@@ -376,7 +395,7 @@ def weighted_kernel(dtype: np.dtype, width: int) -> Any:
     ALIGN = None if SIMULATOR else 16
     stage, accumulate, apply, _ = device_functions(dtype, width)
 
-    @jit_for(dtype, True)
+    @jit_for(dtype, "weighted")
     def weighted(Sc, flat, sqn, coef, partial, neg_scale, tiles_per_split, n_chunks, g0):
         N = uint32(Sc.shape[1])
         D = uint32(Sc.shape[2])
