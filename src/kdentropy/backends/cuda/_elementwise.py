@@ -1,10 +1,10 @@
 """Element-wise and O(N·D) kernels: soft patterns, centring statistics, partial sums, chain rule.
 
-All but the two one-block reductions are grid-stride loops over independent
+All but the reductions are grid-stride loops over independent
 items, so every value is computed by one thread in a fixed order: the
 results do not depend on the launch geometry and are bit-identical from run
 to run. The reductions (:func:`call_header`, :func:`pair_sum_norms`) add in a
-fixed tree order. Every launch and copy runs on the caller's stream.
+fixed tree order over a fixed number of blocks. Every launch and copy runs on the caller's stream.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ _sigmoid_slope = cuda.jit(device=True)(_estimator.sigmoid_slope)
 _COLUMN_CHUNK = 3 if SIMULATOR else 256
 # Threads of the one-block reductions (a power of two for the tree).
 _REDUCE_THREADS = 4 if SIMULATOR else 256
+# Blocks per population of the pair-sum norms (fixed: the summation order must
+# not depend on the device); one block per population took 30 ms at 16384 x 1024.
+_NORM_BLOCKS = 3 if SIMULATOR else 264
 
 
 @functools.cache
@@ -159,24 +162,9 @@ def _header(bad, sqn, out):
         out[1] = red[0]
 
 
-@cuda.jit
-def _pair_sum_norms(rowsum, sqn, V, out):
-    # Per population g (one block each): out[g] = [sum_i rowsum_i^2 |Sc_i|^2, sum_ik V_ik^2].
-    T = _REDUCE_THREADS
-    g = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    N, D = V.shape[1], V.shape[2]
-    red = cuda.shared.array((2, _REDUCE_THREADS), float64)
-    a = 0.0
-    for i in range(t, N, T):
-        a += rowsum[g, i] * rowsum[g, i] * sqn[g, i]
-    b = 0.0
-    for idx in range(t, N * D, T):
-        i = idx // D
-        v = V[g, i, idx - i * D]
-        b += v * v
-    red[0, t] = a
-    red[1, t] = b
+@cuda.jit(device=True)
+def _tree_sum_pair(red, t, T):
+    # Adds red[:, 0..T) into red[:, 0] in a fixed tree order (T a power of two).
     cuda.syncthreads()
     h = T // 2
     while h > 0:
@@ -185,6 +173,50 @@ def _pair_sum_norms(rowsum, sqn, V, out):
             red[1, t] += red[1, t + h]
         cuda.syncthreads()
         h //= 2
+
+
+@cuda.jit
+def _pair_sum_partials(rowsum, sqn, V, part):
+    # Grid (blocks, G): part[g, b] = [sum rowsum_i^2 |Sc_i|^2, sum V_ik^2] over the
+    # block-strided slice b of population g. A fixed block count keeps the order fixed.
+    T = _REDUCE_THREADS
+    g = cuda.blockIdx.y
+    t = cuda.threadIdx.x
+    first = cuda.blockIdx.x * T + t
+    step = cuda.gridDim.x * T
+    N, D = V.shape[1], V.shape[2]
+    red = cuda.shared.array((2, _REDUCE_THREADS), float64)
+    a = 0.0
+    for i in range(first, N, step):
+        a += rowsum[g, i] * rowsum[g, i] * sqn[g, i]
+    b = 0.0
+    for idx in range(first, N * D, step):
+        i = idx // D
+        v = V[g, i, idx - i * D]
+        b += v * v
+    red[0, t] = a
+    red[1, t] = b
+    _tree_sum_pair(red, t, T)
+    if t == 0:
+        part[g, cuda.blockIdx.x, 0] = red[0, 0]
+        part[g, cuda.blockIdx.x, 1] = red[1, 0]
+
+
+@cuda.jit
+def _pair_sum_norms(part, out):
+    # One block per population: out[g] = the block partials of part[g] added in a tree.
+    T = _REDUCE_THREADS
+    g = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    red = cuda.shared.array((2, _REDUCE_THREADS), float64)
+    a = 0.0
+    b = 0.0
+    for k in range(t, part.shape[1], T):
+        a += part[g, k, 0]
+        b += part[g, k, 1]
+    red[0, t] = a
+    red[1, t] = b
+    _tree_sum_pair(red, t, T)
     if t == 0:
         out[g, 0] = red[0, 0]
         out[g, 1] = red[1, 0]
@@ -248,8 +280,10 @@ def pair_sum_norms(rowsum: Any, sqn: Any, V: Any, stream: Any) -> np.ndarray:
     ``sqn`` holds the squared row norms of ``Sc``, so no ``N x D`` temporary is formed.
     """
     G = int(V.shape[0])
+    part = empty((G, _NORM_BLOCKS, 2), np.float64)
     out = empty((G, 2), np.float64)
-    _pair_sum_norms[G, _REDUCE_THREADS, stream](rowsum, sqn, V, out)
+    _pair_sum_partials[(_NORM_BLOCKS, G), _REDUCE_THREADS, stream](rowsum, sqn, V, part)
+    _pair_sum_norms[G, _REDUCE_THREADS, stream](part, out)
     return np.sqrt(to_host(out, stream))
 
 
@@ -295,4 +329,4 @@ def reduction_kernels() -> dict[str, Any]:
     """The dtype-independent kernels of this module by name (for offline PTX listings)."""
     return {"column_partials": _column_partials, "column_mean": _column_mean,
             "row_norms": _row_norms, "sum_partials": _sum_partials, "header": _header,
-            "pair_sum_norms": _pair_sum_norms}
+            "pair_sum_partials": _pair_sum_partials, "pair_sum_norms": _pair_sum_norms}

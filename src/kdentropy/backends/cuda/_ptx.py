@@ -122,8 +122,10 @@ def kernel_signatures() -> list[tuple[str, Any, str]]:
          "void(float64[:, ::1], float64[::1])"),
         ("elementwise.header", _elementwise.reduction_kernels()["header"],
          "void(int32[::1], float64[::1], float64[::1])"),
+        ("elementwise.pair_sum_partials", _elementwise.reduction_kernels()["pair_sum_partials"],
+         "void(float64[:, ::1], float64[:, ::1], float64[:, :, ::1], float64[:, :, ::1])"),
         ("elementwise.pair_sum_norms", _elementwise.reduction_kernels()["pair_sum_norms"],
-         "void(float64[:, ::1], float64[:, ::1], float64[:, :, ::1], float64[:, ::1])"),
+         "void(float64[:, :, ::1], float64[:, ::1])"),
     ]
     return out
 
