@@ -310,14 +310,21 @@ def test_plan_follows_the_conditioning():
 
 def test_plan_shows_the_panels_and_the_k_cache():
     # 2 populations of 100 rows in float32: 80 kB of kernel values.
-    roomy = kc.plan(np.float32, (2, 100, 200), 1.0, 0.5, gemm_ok=True, available_bytes=2**20)
-    assert roomy == ("panel", np.float32, True, 100, True)
-    tight = kc.plan(np.float32, (2, 100, 200), 1.0, 0.5, gemm_ok=True,
+    capped_rows = min(100, _panels.PANEL_BYTES_CAP // (100 * 4))
+    roomy = kc.plan(np.float32, (2, 100, 200), 1.0, 0.5, route="panel", gemm_ok=True,
+                    available_bytes=2**20)
+    assert roomy == ("panel", np.float32, True, capped_rows, True)
+    # Without the cache the panels keep their height, so the GEMMs (and their
+    # rounding) are the same: the free memory does not change the result.
+    tight = kc.plan(np.float32, (2, 100, 200), 1.0, 0.5, route="panel", gemm_ok=True,
                     available_bytes=2 * 100 * 100 * 4)  # half of it is the budget
-    assert tight.route == "panel" and not tight.kcache
-    assert tight.panel_rows == min(_panels.PANEL_BYTES_CAP, 100 * 100 * 4) // (100 * 4)
-    # The simulator reports too little free memory for the fused route's K cache.
-    fused = kc.plan(np.float32, (2, 100, 20), 1.0, 0.5, route="fused", gemm_ok=True)
+    assert tight == ("panel", np.float32, True, capped_rows, False)
+    # Memory short of one capped panel: lower panels (20 rows of 80 bytes, 240 B budget).
+    short = kc.plan(np.float32, (2, 20, 200), 1.0, 0.5, route="panel", gemm_ok=True,
+                    available_bytes=480)
+    assert (short.panel_rows, short.kcache) == (min(3, _panels.PANEL_BYTES_CAP // 80), False)
+    fused = kc.plan(np.float32, (2, 100, 20), 1.0, 0.5, route="fused", gemm_ok=True,
+                    available_bytes=1000)
     assert (fused.route, fused.panel_rows, fused.kcache) == ("fused", 0, False)
 
 

@@ -253,9 +253,11 @@ def panel_plan(G: int, N: int, dtype: np.dtype, available: int | None = None) ->
     """
     item = np.dtype(dtype).itemsize
     budget = int(KCACHE_FRACTION * (available_bytes() if available is None else available))
-    if G * N * N * item <= budget:
-        return PanelPlan(N, True)
-    return PanelPlan(max(1, min(N, min(PANEL_BYTES_CAP, budget) // (N * item))), False)
+    # The panel height sets the GEMM shapes, and cuBLAS may round differently
+    # for other shapes: it depends on the free memory only when that is short
+    # of one capped panel, so the cache's state does not change the results.
+    rows = max(1, min(N, min(PANEL_BYTES_CAP, budget) // (N * item)))
+    return PanelPlan(rows, G * N * N * item <= budget)
 
 
 def _panels(N: int, rows: int) -> list[tuple[int, int]]:
@@ -264,7 +266,7 @@ def _panels(N: int, rows: int) -> list[tuple[int, int]]:
 
 def buffer(G: int, N: int, dtype: Any, plan: PanelPlan) -> Any:
     """The panel buffer (or K cache) that :func:`counts` fills and :func:`weighted_sums` reuses."""
-    return workspace((G if plan.cached else 1, plan.rows, N), dtype)
+    return workspace((G, N, N) if plan.cached else (1, plan.rows, N), dtype)
 
 
 def counts(Sc: Any, sqn: Any, sigma: float, plan: PanelPlan, buf: Any, stream: Any) -> Any:
@@ -275,7 +277,7 @@ def counts(Sc: Any, sqn: Any, sigma: float, plan: PanelPlan, buf: Any, stream: A
     C0 = empty((G, N), np.float64)
     for g in range(G):
         for i0, i1 in _panels(N, plan.rows):
-            Gp = buf[g if plan.cached else 0, :i1 - i0]
+            Gp = buf[g, i0:i1] if plan.cached else buf[0, :i1 - i0]
             gemm(Sc[g, i0:i1], Sc[g], Gp, transpose_b=True)
             k[i1 - i0, PANEL_THREADS, stream](Gp, sqn[g], i0, neg, plan.cached, C0[g])
     return C0
@@ -299,7 +301,7 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, plan: PanelPlan, b
     for g in range(G) if populations is None else populations:
         for i0, i1 in _panels(N, plan.rows):
             bp = i1 - i0
-            W = buf[g if plan.cached else 0, :bp]
+            W = buf[g, i0:i1] if plan.cached else buf[0, :bp]
             if not plan.cached:
                 gemm(Sc[g, i0:i1], Sc[g], W, transpose_b=True)
             ks["weights"][bp, PANEL_THREADS, stream](W, sqn[g], coef[g], i0, neg, plan.cached,
