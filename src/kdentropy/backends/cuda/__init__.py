@@ -161,6 +161,11 @@ def plan(dtype: np.dtype, shape: tuple[int, int, int], max_sqn: float, sigma: fl
     return Plan("fused", np.dtype(work), True, 0, kcache)
 
 
+# Set once a GPU was found: every call asks (through ``backends.load``), and the
+# metadata lookups below cost about a millisecond; a found GPU does not go away.
+_found_gpu = False
+
+
 def unavailable_reason() -> str | None:
     """Why the CUDA backend cannot run here, or ``None`` when it can.
 
@@ -171,7 +176,8 @@ def unavailable_reason() -> str | None:
         NVVM compiler) or the CUDA simulator is enabled; otherwise a one-line
         explanation naming what is missing and how to fix it.
     """
-    if SIMULATOR:  # the simulator runs the kernels as Python: no compilation
+    global _found_gpu
+    if SIMULATOR or _found_gpu:  # the simulator runs the kernels as Python: no compilation
         return None
     from importlib import metadata
     installed = []
@@ -187,6 +193,7 @@ def unavailable_reason() -> str | None:
                 "install it with: pip install 'kdentropy[cuda]'")
     try:
         if cuda.is_available():
+            _found_gpu = True
             return None
     except Exception as exc:  # a broken installation must not escape as a crash
         return f"{COMPILER} could not query the GPU ({exc})"

@@ -20,10 +20,10 @@ __all__ = ["ROUTE_COST_FIT", "fused_beats_panels"]
 #: pass 1's kernel values (:mod:`._tile_apply`). Refit and replace when the
 #: kernels change.
 ROUTE_COST_FIT = {
-    (np.dtype(np.float32), True): (1.412e-13, 1.910e-12, 7.411e-14, 8.698e-12),
-    (np.dtype(np.float64), True): (3.313e-13, 4.736e-12, 6.295e-14, 1.044e-11),
-    (np.dtype(np.float32), False): (3.131e-13, -2.420e-14, 7.411e-14, 8.698e-12),
-    (np.dtype(np.float64), False): (8.236e-13, 1.669e-12, 6.295e-14, 1.044e-11),
+    (np.dtype(np.float32), True): (9.750e-14, 1.405e-12, 7.411e-14, 8.698e-12),
+    (np.dtype(np.float64), True): (2.299e-13, 2.615e-12, 6.295e-14, 1.044e-11),
+    (np.dtype(np.float32), False): (2.822e-13, 1.399e-14, 7.411e-14, 8.698e-12),
+    (np.dtype(np.float64), False): (8.000e-13, 1.073e-12, 6.295e-14, 1.044e-11),
 }
 
 
@@ -32,8 +32,11 @@ def fused_beats_panels(N: int, D: int, dtype: np.dtype, kcache: bool) -> bool:
 
     Both routes cost about ``N^2`` times a per-pair cost linear in ``D``
     (:data:`ROUTE_COST_FIT`), so ``N`` cancels: the fused route wins when
-    ``(a - c) D < e - b``. That holds for ``D < 101`` (float32) and ``D < 21``
-    (float64) with the K cache, ``D < 37`` and ``D < 12`` without.
+    ``(a - c) D < e - b``. That holds for ``D < 312`` (float32) and ``D < 47``
+    (float64) with the K cache, ``D < 42`` and ``D < 13`` without. On an H200
+    (``asv_benchmarks/GPU_RESULTS.md``) the float32 fused route indeed won at
+    8192 x 256 and lost at 16384 x 1024; the float64 fused kernels ran about
+    2.5 times slower than the model predicts, so its float64 crossing is optimistic.
 
     Parameters
     ----------
