@@ -61,20 +61,6 @@ def clustered(rng: np.random.Generator, N: int, D: int, n_proto: int = 16,
     return protos[rng.integers(0, n_proto, size=N)] + noise * rng.standard_normal((N, D))
 
 
-def median_seconds(fn: Callable[[], object], repeat: int, sync: Callable[[], None]) -> float:
-    """Median wall time of ``fn`` over ``repeat`` runs, after one warm-up run."""
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 # ----------------------------------------------------------------------------- competitors
 
 def _row_kernel_sums(xp: Any, Gp: Any, sq_rows: Any, sq_all: Any, i0: int, neg: float) -> Any:
@@ -110,13 +96,15 @@ _CUPY_KERNELS: dict[str, Any] = {}
 
 def _cupy_kernels(cp: Any) -> dict[str, Any]:
     if not _CUPY_KERNELS:
+        # CuPy reserves ``i`` (the element index) in element-wise kernels and
+        # ``a``/``b`` (the operands) in a reduction's expressions.
         _CUPY_KERNELS["rowsum"] = cp.ReductionKernel(
-            "T gp, T a, T b, int64 i, int64 j, T neg", "float64 s",
-            "(i == j) ? 0.0 : (double)exp(max(a + b - 2 * gp, (T)0) * neg)",
-            "x + y", "s = a", "0", "kde_rowsum")
+            "T gp, T sq_r, T sq_c, int64 row, int64 col, T neg", "float64 s",
+            "(row == col) ? 0.0 : (double)exp(max(sq_r + sq_c - 2 * gp, (T)0) * neg)",
+            "a + b", "s = a", "0", "kde_rowsum")
         _CUPY_KERNELS["weights"] = cp.ElementwiseKernel(
-            "T a, T b, T ga, T gb, int64 i, int64 j, T neg", "T gp",
-            "gp = (i == j) ? (T)0 : exp(max(a + b - 2 * gp, (T)0) * neg) * (ga + gb)",
+            "T sq_r, T sq_c, T g_r, T g_c, int64 row, int64 col, T neg", "T gp",
+            "gp = (row == col) ? (T)0 : exp(max(sq_r + sq_c - 2 * gp, (T)0) * neg) * (g_r + g_c)",
             "kde_weights")
     return _CUPY_KERNELS
 
@@ -157,22 +145,6 @@ def blocked_reference(xp: Any, X: Any, temperature: float, sigma: float, thresho
     S64 = S.astype(xp.float64)
     grad = (V / (N * sigma ** 2) * temperature * S64 * (1 - S64)).astype(dt)
     return H, grad
-
-
-def floor_seconds(cp: Any, S: Any, repeat: int, block_bytes: int) -> float:
-    """Median time of the blocked dense products S S^T and (N x N) S with cuBLAS."""
-    N, D = S.shape
-    rows = max(1, min(N, block_bytes // (N * S.itemsize)))
-    K = cp.empty((rows, N), dtype=S.dtype)
-    out = cp.empty((rows, D), dtype=S.dtype)
-
-    def gemms() -> None:
-        for r0 in range(0, N, rows):
-            n = min(N, r0 + rows) - r0
-            cp.matmul(S[r0:r0 + n], S.T, out=K[:n])
-            cp.matmul(K[:n], S, out=out[:n])
-
-    return median_seconds(gemms, repeat, cp.cuda.Device().synchronize)
 
 
 def torch_value_and_grad(torch: Any, X: Any, temperature: float, sigma: float,
@@ -217,8 +189,8 @@ def self_check(kde: Any, cuda: Any) -> list[str]:
 
 
 def run_gpu(args: argparse.Namespace) -> int:
-    """Timing table on a real GPU."""
-    from numba import cuda
+    """Timing table on a real GPU: every method timed once per round, rounds interleaved."""
+    from importlib import metadata
 
     import kdentropy as kde
     from kdentropy.backends import cuda as kc
@@ -227,6 +199,7 @@ def run_gpu(args: argparse.Namespace) -> int:
         print("gpu_floor.py needs a real CUDA GPU (and NUMBA_ENABLE_CUDASIM unset): "
               f"{kc.unavailable_reason() or 'the simulator is enabled'}", file=sys.stderr)
         return 2
+    cuda = kc.cuda
     try:
         import cupy as cp
     except ImportError:
@@ -239,90 +212,146 @@ def run_gpu(args: argparse.Namespace) -> int:
 
     dev = cuda.get_current_device()
     name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
-    import numba_cuda
-
     print(f"device: {name}, compute capability {dev.compute_capability}, "
           f"{dev.MULTIPROCESSOR_COUNT} SMs")
-    print(f"numba-cuda {numba_cuda.__version__}, numpy {np.__version__}, "
+    print(f"compiler: {kc.COMPILER} {metadata.version(kc.COMPILER)}, numpy {np.__version__}, "
           f"cupy {cp.__version__ if cp else 'not installed'}, "
           f"torch {torch.__version__ if torch else 'not available'}, "
           f"python {platform.python_version()}, CUPY_TF32={os.environ.get('CUPY_TF32', '0')}")
     if not args.skip_check:
+        t0 = time.perf_counter()
         failures = self_check(kde, cuda)
         if failures:
             print("CHECK FAILED:\n  " + "\n  ".join(failures))
             return 1
-        print("check: both routes match the NumPy backend, runs are bit-identical")
+        print("check: both routes match the NumPy backend, runs are bit-identical "
+              f"({time.perf_counter() - t0:.0f} s including compilation)")
     sync = cp.cuda.Device().synchronize if cp is not None else cuda.synchronize
+    real_plan = kc.plan
 
-    def timed(fn: Callable[[], Any]) -> tuple[float | None, Any]:
-        try:
-            out = fn()
-            return median_seconds(fn, args.repeat, sync), out
-        except Exception as exc:  # out of memory and the like: report, keep going
-            print(f"  ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})")
-            if cp is not None:
-                cp.get_default_memory_pool().free_all_blocks()
-            if torch is not None:
-                torch.cuda.empty_cache()
-            return None, None
+    def forced(route: str) -> Callable[..., Any]:
+        def plan(*a: Any, **kw: Any) -> Any:
+            return real_plan(*a, **{**kw, "route": route})
+        return plan
 
-    def to_host(a: Any) -> np.ndarray | None:
-        if a is None:
-            return None
+    def kdentropy_call(d_X: Any, route: str | None) -> Callable[[], Any]:
+        def call() -> Any:
+            kc.plan = real_plan if route is None else forced(route)
+            try:
+                return kde.soft_entropy_and_grad(d_X, backend="cuda", **PARAMS)
+            finally:
+                kc.plan = real_plan
+        return call
+
+    def to_host(a: Any) -> np.ndarray:
         if hasattr(a, "detach"):
-            return a.detach().cpu().numpy().astype(np.float64)
+            return a.detach().cpu().numpy()
         if hasattr(a, "get"):
-            return a.get().astype(np.float64)
-        return a.copy_to_host().astype(np.float64)
+            return a.get()
+        return a.copy_to_host()
+
+    def release() -> None:
+        if cp is not None:
+            cp.get_default_memory_pool().free_all_blocks()
+        if torch is not None:
+            torch.cuda.empty_cache()
 
     rng = np.random.default_rng(0)
     rows = []
     for N, D in args.sizes:
         X32 = clustered(rng, N, D).astype(np.float32)  # same values in both dtypes
-        results: dict[tuple[str, str], tuple[float | None, np.ndarray | None]] = {}
-        for dname in args.dtypes:
+        ref64: np.ndarray | None = None
+        for dname in sorted(args.dtypes, reverse=True):  # float64 first: the error reference
             Xh = X32.astype(dname)
             d_X = cp.asarray(Xh) if cp is not None else cuda.to_device(Xh)
-            t, out = timed(lambda: kde.soft_entropy_and_grad(d_X, backend="cuda", **PARAMS))
-            results["kdentropy-cuda", dname] = (t, to_host(out[1]) if out else None)
+            how = kc.plan(np.dtype(dname), (1, N, D), _max_sqn(Xh), PARAMS["sigma"])
+            other = "fused" if how.route == "panel" else "panel"
+            methods: dict[str, Callable[[], Any]] = {
+                "kdentropy-cuda": kdentropy_call(d_X, None)}
+            if args.both_routes:
+                methods[f"kdentropy {other}"] = kdentropy_call(d_X, other)
             if cp is not None:
-                results["floor", dname] = (floor_seconds(cp, d_X, args.repeat,
-                                                         args.floor_block_mib * 2**20), None)
-                t, out = timed(lambda: blocked_reference(cp, d_X, panel_bytes=args.floor_block_mib
-                                                         * 2**20, **PARAMS))
-                results["cupy-blocked", dname] = (t, to_host(out[1]) if out else None)
-                del d_X
-                cp.get_default_memory_pool().free_all_blocks()
+                block = args.floor_block_mib * 2**20
+                rows_per = max(1, min(N, block // (N * d_X.itemsize)))
+                Kb = cp.empty((rows_per, N), dtype=d_X.dtype)
+                out = cp.empty((rows_per, D), dtype=d_X.dtype)
+
+                def gemms(S: Any = d_X, Kb: Any = Kb, out: Any = out, r: int = rows_per) -> None:
+                    for r0 in range(0, N, r):
+                        n = min(N, r0 + r) - r0
+                        cp.matmul(S[r0:r0 + n], S.T, out=Kb[:n])
+                        cp.matmul(Kb[:n], S, out=out[:n])
+
+                methods["floor"] = gemms
+                methods["cupy-blocked"] = lambda d_X=d_X: blocked_reference(
+                    cp, d_X, panel_bytes=args.floor_block_mib * 2**20, **PARAMS)
             if torch is not None:
                 tX = torch.as_tensor(Xh, device="cuda")
-                t, out = timed(lambda: torch_value_and_grad(torch, tX, **PARAMS))
-                results["torch-autograd", dname] = (t, to_host(out[1]) if out else None)
-                del tX, out
-                torch.cuda.empty_cache()
-        ref = results.get(("kdentropy-cuda", "float64"), (None, None))[1]
-        for dname in args.dtypes:
-            floor = results.get(("floor", dname), (None, None))[0]
+                methods["torch-autograd"] = lambda tX=tX: torch_value_and_grad(torch, tX,
+                                                                               **PARAMS)
+            grads: dict[str, np.ndarray] = {}
+            first: dict[str, Any] = {}
+            for m, fn in list(methods.items()):  # warm-up (and compilation), once each
+                try:
+                    t0 = time.perf_counter()
+                    out_m = fn()
+                    sync()
+                    if m != "floor":
+                        grads[m] = to_host(out_m[1])
+                        first[m] = (np.asarray(out_m[0]).copy(), grads[m])
+                    print(f"  {N}x{D} {dname} {m}: first call {time.perf_counter() - t0:.2f} s",
+                          flush=True)
+                    del out_m
+                except Exception as exc:  # out of memory and the like: report, keep going
+                    print(f"  {N}x{D} {dname} {m}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:100]}", flush=True)
+                    del methods[m]
+                    release()
+            times: dict[str, list[float]] = {m: [] for m in methods}
+            identical = True
+            for _ in range(args.repeat):
+                for m, fn in methods.items():
+                    sync()
+                    t0 = time.perf_counter()
+                    out_m = fn()
+                    sync()
+                    times[m].append(time.perf_counter() - t0)
+                    if m.startswith("kdentropy"):
+                        H, g = np.asarray(out_m[0]), to_host(out_m[1])
+                        identical &= bool(np.array_equal(H, first[m][0])
+                                          and np.array_equal(g, first[m][1]))
+                    del out_m
+            med = {m: float(np.median(t)) for m, t in times.items()}
+            if dname == "float64":
+                ref64 = grads.get("kdentropy-cuda")
+            floor = med.get("floor")
             cells = []
-            for method in ("kdentropy-cuda", "cupy-blocked", "torch-autograd"):
-                t, grad = results.get((method, dname), (None, None))
-                if t is None:
-                    cells.append("n/a")
+            for m in ("kdentropy-cuda", f"kdentropy {other}", "cupy-blocked", "torch-autograd"):
+                if m not in med:
+                    cells.append("n/a" if m in methods or not m.endswith(other)
+                                 or args.both_routes else "-")
                     continue
-                text = f"{1e3 * t:.2f}"
-                if floor:
-                    text += f" ({t / floor:.2f}x"
-                    if dname == "float32" and ref is not None and grad is not None:
-                        text += f", err {np.linalg.norm(grad - ref) / np.linalg.norm(ref):.0e}"
-                    text += ")"
+                text = f"{1e3 * med[m]:.2f}" + (f" ({med[m] / floor:.2f}x)" if floor else "")
+                if dname == "float32" and ref64 is not None and m in grads:
+                    err = np.linalg.norm(grads[m] - ref64) / np.linalg.norm(ref64)
+                    text += f" err {err:.0e}"
                 cells.append(text)
+            route = (f"{how.route} {np.dtype(how.work_dtype).name}"
+                     f"{', K kept' if how.kcache else ''}")
             floor_text = f"{1e3 * floor:.2f}" if floor else "n/a"
-            rows.append(f"| {N}x{D} | {dname} | {floor_text} | " + " | ".join(cells) + " |")
+            rows.append(f"| {N}x{D} | {dname} | {route} | {floor_text} | " + " | ".join(cells)
+                        + f" | {'yes' if identical else 'NO'} |")
+            print(rows[-1], flush=True)
+            methods.clear()
+            d_X = tX = Kb = out = None
+            release()
     print()
-    print("Value + gradient, ms (ratio to the cuBLAS floor, float32 gradient error vs "
-          "kdentropy float64):\n")
-    print("| N x D | dtype | cuBLAS floor | kdentropy-cuda | cupy-blocked | torch-autograd |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(f"Value + gradient on {name}, ms, median of {args.repeat} interleaved rounds "
+          "(ratio to the cuBLAS floor; float32 gradient's norm-relative error against "
+          "kdentropy's float64 gradient):\n")
+    print("| N x D | dtype | route (plan) | cuBLAS floor | kdentropy-cuda | other route |"
+          " cupy-blocked | torch-autograd | repeats bit-identical |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|")
     print("\n".join(rows))
     return 0
 
@@ -482,12 +511,16 @@ def ptx_only(ccs: list[tuple[int, int]]) -> int:
 
 # ----------------------------------------------------------------------------- offline model
 
-def _benchmark_max_sqn(N: int, D: int, dtype: str) -> float:
-    """Largest squared norm of a centred soft row of the benchmark input (for ``plan``)."""
-    X = clustered(np.random.default_rng(0), N, D).astype(dtype)
+def _max_sqn(X: np.ndarray) -> float:
+    """Largest squared norm of a centred soft row of ``X`` (what ``plan`` is given)."""
     S = 1 / (1 + np.exp(-PARAMS["temperature"] * (X.astype(np.float64) - PARAMS["threshold"])))
     Sc = S - S.mean(axis=0)
     return float((Sc * Sc).sum(axis=1).max())
+
+
+def _benchmark_max_sqn(N: int, D: int, dtype: str) -> float:
+    """:func:`_max_sqn` of a benchmark-like input (for the offline model's ``plan``)."""
+    return _max_sqn(clustered(np.random.default_rng(0), N, D).astype(dtype))
 
 
 def _route(N: int, D: int, dtype: str) -> str:
@@ -636,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (median)")
     parser.add_argument("--floor-block-mib", type=int, default=4096,
                         help="memory for one row block of the N x N products")
+    parser.add_argument("--both-routes", action="store_true",
+                        help="also time the route the plan did not choose")
     parser.add_argument("--skip-check", action="store_true",
                         help="skip the correctness check against the NumPy backend")
     parser.add_argument("--ptx-only", action="store_true",
