@@ -46,7 +46,8 @@ Everything runs on one stream, the caller's current CuPy stream
 
 Every sum runs in a fixed order (no atomics): repeats are bit-identical.
 Memory: a few ``N x D`` arrays plus bounded workspaces (panel budget
-:func:`._panels.panel_plan`, split partials ``_fused.SPLIT_BUFFER_BYTES``).
+:func:`._panels.panel_plan`, split partials ``_fused.SPLIT_BUFFER_BYTES``),
+all from CuPy's memory pool once CuPy is loaded (:func:`._device.empty`).
 """
 
 from __future__ import annotations
@@ -60,11 +61,10 @@ import numpy as np
 
 from ... import _validation
 from .. import _conditioning
-from . import _elementwise, _fused, _panels, _routing, _tile_apply
+from . import _device, _elementwise, _fused, _panels, _routing, _tile_apply
 from ._compiler import COMPILER, SIMULATOR, cuda, driver_initialization_error
 from ._device import (
     as_numba_device_array,
-    free_device_bytes,
     call_stream,
     stream_handle,
     to_device,
@@ -147,9 +147,8 @@ def plan(dtype: np.dtype, shape: tuple[int, int, int], max_sqn: float, sigma: fl
         return Plan("fused", dtype, False, 0, False)
     # Routed by the calibrated instruction model (asv_benchmarks/gpu_model.py),
     # not by a constant: it predicts which route is faster for this (N, D, dtype).
-    # The cache is a Numba allocation: CuPy's pool (and CuPy's health) does not matter.
     kept = _fused.kept_bytes(G, N, D, work)
-    free = free_device_bytes() if available_bytes is None else available_bytes
+    free = _device.available_bytes() if available_bytes is None else available_bytes
     kcache = 0 < kept <= _panels.KCACHE_FRACTION * free
     want_panel = (not _routing.fused_beats_panels(N, D, work, kcache) if route is None
                   else route == "panel")

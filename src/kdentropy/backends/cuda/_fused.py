@@ -48,7 +48,7 @@ import numpy as np
 from ._compiler import cuda, float32, float64, uint32
 
 from . import _tile_apply, _tiles
-from ._device import MAX_GRID_Y_Z, SIMULATOR, multiprocessors, neg_kernel_scale
+from ._device import MAX_GRID_Y_Z, SIMULATOR, empty, multiprocessors, neg_kernel_scale
 from ._elementwise import sum_partials
 from ._fused_shapes import SPLIT_BUFFER_BYTES, TILINGS, Tiling
 
@@ -382,19 +382,19 @@ def _tile_counts(Sc: Any, sqn: Any, sigma: float, kept: Any) -> Any:
     if kept is not None and not sym:
         raise ValueError("the K cache needs pass 1's symmetric mode (see kept_bytes)")
     slices = P + (n_off if sym else 0)
-    partial = cuda.device_array((slices, G, N), dtype=np.float64)
+    partial = empty((slices, G, N), np.float64)
     kernel = _tiles.counts_kernel(dtype, _tiles.slice_width(D, dtype))
     TH = _tiles.SHAPES[dtype].threads
     keep = kept is not None
     if not keep:
-        kept = cuda.device_array(1, dtype=dtype)  # never written
+        kept = empty(1, dtype)  # never written
     for g0 in range(0, G, gz):
         kernel[(n, P, min(gz, G - g0)), (TH, TH)](
             Sc, Sc.reshape(G * N * D), sqn, partial, neg_kernel_scale(sigma, dtype), n_off, per,
             int(sym), g0, kept, int(keep))
     if slices == 1:
         return partial.reshape(G, N)
-    C0 = cuda.device_array((G, N), dtype=np.float64)
+    C0 = empty((G, N), np.float64)
     sum_partials(partial, C0)
     return C0
 
@@ -418,14 +418,14 @@ def counts(Sc: Any, sqn: Any, sigma: float, gram: bool, kept: Any = None) -> Any
     gz = min(G, MAX_GRID_Y_Z)
     P, per = _splits(n_tiles, n_tiles * gz, G * N * 8)
     P = min(P, MAX_GRID_Y_Z)
-    partial = cuda.device_array((P, G, N), dtype=np.float64)
+    partial = empty((P, G, N), np.float64)
     kernel = kernels(dtype, gram)["counts"]
     for g0 in range(0, G, gz):  # grid z holds at most MAX_GRID_Y_Z populations
         kernel[(n_tiles, P, min(gz, G - g0)), (tl.threads, tl.threads)](
             Sc, sqn, partial, neg_kernel_scale(sigma, dtype), per, g0)
     if P == 1:
         return partial.reshape(G, N)
-    C0 = cuda.device_array((G, N), dtype=np.float64)
+    C0 = empty((G, N), np.float64)
     sum_partials(partial, C0)
     return C0
 
@@ -476,7 +476,7 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool,
     tiles = gram and _tiles_fit(Sc)
     n_tiles, P, per, n_chunks, threads = weighted_geometry(N, D, G, dtype, gram, tiles)
     gz = min(G, MAX_GRID_Y_Z)
-    partial = cuda.device_array((P, G, N, D), dtype=np.float64)
+    partial = empty((P, G, N, D), np.float64)
     for g0 in range(0, G, gz):
         grid = (n_tiles, P * n_chunks, min(gz, G - g0)), (threads, threads)
         if kept is not None and tiles:
@@ -493,6 +493,6 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, gram: bool,
             Sc, sqn, coef, partial, neg_kernel_scale(sigma, dtype), per, n_chunks, g0)
     if P == 1:
         return partial.reshape(G, N, D)
-    V = cuda.device_array((G, N, D), dtype=np.float64)
+    V = empty((G, N, D), np.float64)
     sum_partials(partial, V)
     return V

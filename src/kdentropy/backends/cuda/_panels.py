@@ -22,12 +22,12 @@ launched on it, so nothing waits on the host between them.
 
 Memory
 ------
-The panel buffer comes from CuPy's memory pool (:func:`workspace`): freed
+The panel buffer comes from CuPy's memory pool (:func:`._device.empty`): freed
 blocks stay in the pool, so repeated calls reuse them instead of asking the
 driver for up to :data:`PANEL_BYTES_CAP` each time, and
 ``cupy.get_default_memory_pool().free_all_blocks()`` returns them. The
 budget is :data:`KCACHE_FRACTION` of the *available* device memory (free in
-the driver plus free in the pool, :func:`available_bytes`). When all
+the driver plus free in the pool, :func:`._device.available_bytes`). When all
 ``G N^2`` kernel values fit in that budget, pass 1 keeps them (the *K cache*)
 and pass 2 skips its Gram GEMM (two GEMMs per call instead of three);
 otherwise panels of at most :data:`PANEL_BYTES_CAP` are recomputed in pass 2.
@@ -48,9 +48,9 @@ from ._compiler import cuda, float32, float64
 from ._device import (
     SIMULATOR,
     Unsynced,
+    available_bytes,
     elementwise_grid,
     empty,
-    free_device_bytes,
     host_view,
     neg_kernel_scale,
 )
@@ -125,21 +125,6 @@ def float32_gemm_is_fp32() -> bool:
     float32 work dtype is then ruled out.
     """
     return SIMULATOR or os.environ.get("CUPY_TF32", "0") in ("", "0")
-
-
-def available_bytes() -> int:
-    """Device memory a call may draw on: free in the driver plus free blocks of CuPy's pool."""
-    free = free_device_bytes()
-    if not SIMULATOR and _cupy() is not None:
-        free += int(_cupy().get_default_memory_pool().free_bytes())
-    return free
-
-
-def workspace(shape: tuple[int, ...], dtype: Any) -> Any:
-    """A Numba view of a new array from CuPy's memory pool (a plain device array when simulated)."""
-    if SIMULATOR:
-        return empty(shape, dtype)
-    return cuda.as_cuda_array(Unsynced(_cupy().empty(shape, dtype=dtype)), sync=False)
 
 
 def gemm(A: Any, B: Any, out: Any, transpose_b: bool) -> None:
@@ -266,7 +251,7 @@ def _panels(N: int, rows: int) -> list[tuple[int, int]]:
 
 def buffer(G: int, N: int, dtype: Any, plan: PanelPlan) -> Any:
     """The panel buffer (or K cache) that :func:`counts` fills and :func:`weighted_sums` reuses."""
-    return workspace((G, N, N) if plan.cached else (1, plan.rows, N), dtype)
+    return empty((G, N, N) if plan.cached else (1, plan.rows, N), dtype)
 
 
 def counts(Sc: Any, sqn: Any, sigma: float, plan: PanelPlan, buf: Any, stream: Any) -> Any:
@@ -297,7 +282,7 @@ def weighted_sums(Sc: Any, sqn: Any, coef: Any, sigma: float, plan: PanelPlan, b
     neg = neg_kernel_scale(sigma, Sc.dtype)
     rowsum = empty((G, N), np.float64) if rowsum is None else rowsum
     V = empty((G, N, D), np.float64) if V is None else V
-    P = workspace((plan.rows, D), Sc.dtype)
+    P = empty((plan.rows, D), Sc.dtype)
     for g in range(G) if populations is None else populations:
         for i0, i1 in _panels(N, plan.rows):
             bp = i1 - i0

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ._compiler import cuda, float32, float64, uint32, uint64
-from ._device import SIMULATOR
+from ._device import SIMULATOR, empty
 from ._tiles import SHAPES, device_functions, jit_for, kept_elements, sizes
 
 _F32 = np.dtype(np.float32)
@@ -33,7 +33,7 @@ _F32 = np.dtype(np.float32)
 
 def new_cache(G: int, N: int, dtype: np.dtype) -> Any:
     """A device K cache for ``_fused.counts`` to fill and ``_fused.weighted_sums`` to read."""
-    return cuda.device_array(kept_elements(G, N, dtype), dtype=dtype)
+    return empty(kept_elements(G, N, dtype), dtype)
 
 
 @functools.cache
