@@ -387,7 +387,7 @@ def _tile_counts(Sc: Any, sqn: Any, sigma: float, kept: Any) -> Any:
     TH = _tiles.SHAPES[dtype].threads
     keep = kept is not None
     if not keep:
-        kept = empty(1, dtype)  # never written
+        kept = empty((1,), dtype)  # never written
     for g0 in range(0, G, gz):
         kernel[(n, P, min(gz, G - g0)), (TH, TH)](
             Sc, Sc.reshape(G * N * D), sqn, partial, neg_kernel_scale(sigma, dtype), n_off, per,

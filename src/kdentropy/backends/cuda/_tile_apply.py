@@ -33,7 +33,7 @@ _F32 = np.dtype(np.float32)
 
 def new_cache(G: int, N: int, dtype: np.dtype) -> Any:
     """A device K cache for ``_fused.counts`` to fill and ``_fused.weighted_sums`` to read."""
-    return empty(kept_elements(G, N, dtype), dtype)
+    return empty((kept_elements(G, N, dtype),), dtype)
 
 
 @functools.cache
