@@ -67,8 +67,11 @@ def _spy(monkeypatch) -> dict[str, int]:
 
 
 def _memory(monkeypatch, kept: bool) -> None:
-    """Room for the fused route's K cache, or none (the simulator reports this much free)."""
-    monkeypatch.setattr(_device, "SIMULATED_FREE_BYTES", 2**30 if kept else 0)
+    """Room for the fused route's K cache, or none (what ``plan`` is told is available).
+
+    Patched where ``plan`` asks, so that it holds on a real GPU too.
+    """
+    monkeypatch.setattr(_device, "available_bytes", lambda: 2**30 if kept else 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
