@@ -244,24 +244,34 @@ def test_from_config_round_trip():
 
 # ----------------------------------------------------------------------------- validation
 
+# Each message starts with the argument's own name (anchored: "XXlrXX must ..." is wrong).
 @pytest.mark.parametrize("make, exc, match", [
-    (lambda: SGD(-1.0), ValueError, "lr"),
-    (lambda: SGD(float("nan")), ValueError, "lr"),
-    (lambda: SGD(0.1, momentum=1.0), ValueError, "momentum"),
-    (lambda: SGD(0.1, nesterov=True), ValueError, "nesterov"),
-    (lambda: Adam(0.1, betas=(0.9,)), TypeError, "betas"),
-    (lambda: Adam(0.1, betas=(0.9, 1.5)), ValueError, r"betas\[1\]"),
-    (lambda: Adam(0.1, eps=0.0), ValueError, "eps"),
-    (lambda: AdamW(0.1, weight_decay=-1.0), ValueError, "weight_decay"),
-    (lambda: Adam(0.1, clip_norm=0.0), ValueError, "clip_norm"),
-    (lambda: Cosine(0.1, 0), ValueError, "total_steps"),
-    (lambda: Cosine(0.1, 10, min_lr=1.0), ValueError, "min_lr"),
-    (lambda: Cosine(0.1, 10, warmup=10), ValueError, "warmup"),
-    (lambda: Cosine(0.1, 10, warmup=1.5), TypeError, "warmup"),
-    (lambda: Exponential(0.1, gamma=0.5, decay_steps=0), ValueError, "decay_steps"),
-    (lambda: SGD("0.1"), TypeError, "lr"),
-    (lambda: SGD(0.1, nesterov=1), TypeError, "nesterov"),
-    (lambda: Exponential(0.1, gamma=2.0), ValueError, "gamma"),
+    (lambda: SGD(-1.0), ValueError, r"^lr must be in \(0, 10\]; got -1$"),
+    (lambda: SGD(0.0), ValueError, r"^lr must be in \(0, 10\]"),       # the rate is > 0
+    (lambda: SGD(10.5), ValueError, r"^lr must be in \(0, 10\]"),
+    (lambda: SGD(float("nan")), ValueError, "^lr must be finite"),
+    (lambda: Cosine(0.0, 10), ValueError, r"^lr must be in \(0, 10\]"),
+    (lambda: Exponential(0.0, 0.5), ValueError, r"^lr must be in \(0, 10\]"),
+    (lambda: SGD(0.1, momentum=1.0), ValueError, r"^momentum must be in \[0, 1\)"),
+    (lambda: SGD(0.1, nesterov=True), ValueError, r"^nesterov=True needs momentum > 0$"),
+    (lambda: Adam(0.1, betas=(0.9,)), TypeError, r"^betas must be a pair of floats"),
+    (lambda: Adam(0.1, betas=(1.0, 0.9)), ValueError, r"^betas\[0\] must be in \[0, 1\)"),
+    (lambda: Adam(0.1, betas=(0.9, 1.5)), ValueError, r"^betas\[1\] must be in \[0, 1\)"),
+    (lambda: Adam(0.1, eps=0.0), ValueError, "^eps must be > 0"),
+    (lambda: AdamW(0.1, weight_decay=-1.0), ValueError, "^weight_decay must be >= 0"),
+    (lambda: SGD(0.1, weight_decay=-1.0), ValueError, "^weight_decay must be >= 0"),
+    (lambda: Adam(0.1, clip_norm=0.0), ValueError, "^clip_norm must be > 0"),
+    (lambda: Cosine(0.1, 0), ValueError, "^total_steps must be >= 1"),
+    (lambda: Cosine(0.1, 10, min_lr=1.0), ValueError, "^min_lr must be <= lr"),
+    (lambda: Cosine(0.1, 10, min_lr=-0.5), ValueError, "^min_lr must be >= 0"),
+    (lambda: Cosine(0.1, 10, warmup=10), ValueError, "^warmup must be < total_steps"),
+    (lambda: Cosine(0.1, 10, warmup=-1), ValueError, "^warmup must be >= 0"),
+    (lambda: Cosine(0.1, 10, warmup=1.5), TypeError, "^warmup must be an integer"),
+    (lambda: Exponential(0.1, gamma=0.5, decay_steps=0), ValueError, "^decay_steps must be >= 1"),
+    (lambda: SGD("0.1"), TypeError, "^lr must be a real number"),
+    (lambda: SGD(0.1, nesterov=1), TypeError, "^nesterov must be True or False"),
+    (lambda: Exponential(0.1, gamma=2.0), ValueError, r"^gamma must be in \(0, 1\]"),
+    (lambda: Exponential(0.1, gamma=0.0), ValueError, r"^gamma must be in \(0, 1\]"),
 ])
 def test_bad_hyperparameters(make, exc, match):
     with pytest.raises(exc, match=match):
@@ -270,19 +280,19 @@ def test_bad_hyperparameters(make, exc, match):
 
 def test_bad_step_arguments():
     opt = SGD(0.1)
-    with pytest.raises(TypeError, match="float64"):
+    with pytest.raises(TypeError, match="^params must be a 1-D float64"):
         opt.step([1.0, 2.0], [1.0, 1.0])
     with pytest.raises(TypeError, match="float64"):
         opt.step(np.zeros(2, dtype=np.float32), np.ones(2))
     ro = np.zeros(2)
     ro.flags.writeable = False
-    with pytest.raises(TypeError, match="writable"):
+    with pytest.raises(TypeError, match="^params must be writable"):
         opt.step(ro, np.ones(2))
     with pytest.raises(ValueError, match="shape"):
         opt.step(np.zeros(2), np.ones(3))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="^grad must be finite; got NaN or infinity$"):
         opt.step(np.zeros(2), [np.nan, 1.0])
-    with pytest.raises(TypeError, match="grad"):
+    with pytest.raises(TypeError, match="^grad must be a real array"):
         opt.step(np.zeros(2), np.ones(2) + 1j)
     assert opt.step_count == 0
 
@@ -293,3 +303,124 @@ def test_docstring_examples():
     import kdentropy.optim as module
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+
+def test_boundary_values_are_accepted():
+    assert SGD(10.0).lr == 10.0                                   # LR_MAX itself
+    assert Exponential(0.5, gamma=1.0)(7) == 0.5                  # gamma = 1: no decay
+    flat = Cosine(0.3, 10, min_lr=0.3)                             # min_lr = lr: a constant
+    assert [flat(i) for i in range(12)] == [0.3] * 12
+    assert SGD(0.1, clip_norm=1e-300).clip_norm == 1e-300
+
+
+def test_cosine_decay_phase_starts_after_warmup():
+    w = Cosine(1.0, total_steps=10, warmup=4, min_lr=0.2)
+    # p = (step - 4) / (10 - 4): half way at step 7, done at step 10.
+    assert w(4) == 1.0
+    assert w(7) == pytest.approx(0.2 + 0.8 * 0.5, rel=1e-15)
+    assert w(5) == pytest.approx(0.2 + 0.4 * (1 + math.cos(math.pi / 6)), rel=1e-15)
+    assert w(10) == pytest.approx(0.2, rel=1e-15) and w(99) == pytest.approx(0.2, rel=1e-15)
+
+
+def test_exponential_decays_by_gamma_per_step_by_default():
+    e = Exponential(1.0, gamma=0.5)
+    assert [e(i) for i in range(4)] == [1.0, 0.5, 0.25, 0.125]
+    assert e.decay_steps == 1
+
+
+def test_defaults():
+    assert SGD().lr == 1e-2 and SGD().momentum == 0.0 and SGD().weight_decay == 0.0
+    adam = Adam()
+    assert adam.lr == 1e-3 and adam.betas == (0.9, 0.999) and adam.eps == 1e-8
+    assert adam.weight_decay == 0.0 and adam.clip_norm is None
+    adamw = AdamW()
+    assert adamw.lr == 1e-3 and adamw.weight_decay == 1e-2 and adamw.betas == (0.9, 0.999)
+    assert adamw.eps == 1e-8
+    # Every AdamW argument reaches Adam.
+    custom = AdamW(0.2, betas=(0.5, 0.6), eps=1e-4, weight_decay=0.3, clip_norm=2.5)
+    assert (custom.lr, custom.betas, custom.eps, custom.weight_decay, custom.clip_norm) == \
+        (0.2, (0.5, 0.6), 1e-4, 0.3, 2.5)
+
+
+def test_repr_shows_every_hyperparameter():
+    assert repr(SGD(0.1, momentum=0.5)) == ("SGD(lr=Constant(lr=0.1), clip_norm=None, "
+                                            "weight_decay=0.0, momentum=0.5, nesterov=False)")
+    assert repr(Adam(Cosine(0.1, 10), clip_norm=2.0)) == (
+        "Adam(lr=Cosine(lr=0.1, total_steps=10, min_lr=0.0, warmup=0), clip_norm=2.0, "
+        "weight_decay=0.0, betas=[0.9, 0.999], eps=1e-08)")
+    assert repr(Exponential(0.5, 0.9, 3)) == "Exponential(lr=0.5, gamma=0.9, decay_steps=3)"
+
+
+def test_get_config_holds_betas_and_eps():
+    cfg = Adam(0.1, betas=(0.5, 0.9), eps=1e-6).get_config()
+    assert cfg["betas"] == [0.5, 0.9] and cfg["eps"] == 1e-6
+    clone = from_config(json.dumps(cfg))
+    assert clone.betas == (0.5, 0.9) and clone.eps == 1e-6
+
+
+def test_from_config_errors_name_what_is_wrong():
+    with pytest.raises(TypeError, match="^config must be a dict; got list$"):
+        from_config([("name", "SGD")])
+    with pytest.raises(ValueError, match="^unknown optimizer None"):
+        from_config({"lr": {"name": "Constant", "lr": 1.0}})
+    with pytest.raises(ValueError, match="^unknown schedule None"):
+        from_config({"name": "SGD", "lr": {"lr": 1.0}})
+
+
+def test_coupled_weight_decay_is_the_gradient_plus_an_l2_term(rng):
+    # Adam(weight_decay=wd) on g is exactly Adam on g + wd * params.
+    grads = rng.standard_normal((5, 4))
+    a = rng.standard_normal(4)
+    b = a.copy()
+    decayed, plain = Adam(0.05, weight_decay=0.3), Adam(0.05)
+    for g in grads:
+        gb = g + 0.3 * b
+        decayed.step(a, g)
+        plain.step(b, gb)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_last_grad_norm_and_state_round_trip(rng):
+    opt = Adam(0.1)
+    assert math.isnan(opt.last_grad_norm)
+    fresh_state = opt.state_dict()
+    assert set(fresh_state) == {"type", "step_count", "last_grad_norm"}
+    assert math.isnan(fresh_state["last_grad_norm"])
+    # A state saved before the first step loads (step_count 0, no buffers).
+    other = Adam(0.1)
+    other.load_state_dict(fresh_state)
+    assert other.step_count == 0 and math.isnan(other.last_grad_norm)
+    params = rng.standard_normal(3)
+    grad = rng.standard_normal(3)
+    opt.step(params, grad)
+    state = opt.state_dict()
+    assert set(state) == {"type", "step_count", "last_grad_norm", "m", "v"}
+    assert state["last_grad_norm"] == np.linalg.norm(grad) == opt.last_grad_norm
+    assert state["last_grad_norm"].dtype == np.float64 and state["step_count"].dtype == np.int64
+    other.load_state_dict(state)
+    assert other.last_grad_norm == opt.last_grad_norm and other.step_count == 1
+    # Without the (optional) norm it is NaN again.
+    del state["last_grad_norm"]
+    other.load_state_dict(state)
+    assert math.isnan(other.last_grad_norm)
+
+
+def test_load_state_dict_checks_buffers():
+    base = {"type": "Adam", "step_count": np.array(1)}
+    with pytest.raises(TypeError, match="^state must be a mapping; got list$"):
+        Adam(0.1).load_state_dict([])
+    with pytest.raises(ValueError, match="^state is missing buffer 'm'$"):
+        Adam(0.1).load_state_dict(base)
+    with pytest.raises(ValueError, match=r"^state 'v' must be 1-D; got shape \(1, 2\)$"):
+        Adam(0.1).load_state_dict(dict(base, m=np.zeros(2), v=np.zeros((1, 2))))
+    # Integer buffers (e.g. from a hand-written file) are read as float64 copies.
+    m = np.array([1, 2])
+    opt = Adam(0.1)
+    opt.load_state_dict(dict(base, m=m, v=np.array([1, 1])))
+    state = opt.state_dict()
+    assert state["m"].dtype == np.float64 and state["v"].dtype == np.float64
+    params = np.zeros(2)
+    opt.step(params, np.ones(2))
+    np.testing.assert_array_equal(m, [1, 2])
+    assert opt.step_count == 2 and np.all(np.isfinite(params))
