@@ -118,20 +118,37 @@ def test_two_equal_rows_count_each_other_once():
 
 def test_direct_differences_over_several_row_chunks(rng):
     # The direct-difference path forms at most 2**22 differences at a time:
-    # a block of ~1.05 M elements is done three rows at a time.
+    # a block of ~1.05 M elements is done three rows of Sa at a time (and Sa
+    # has more rows than cells, so rows and cells cannot be confused).
     import naive
 
     sigma = 1e-4
-    Sa = rng.uniform(0.0, 1.0, (7, 8))
-    Sb = np.repeat(Sa, 18725, axis=0)[: 131073] + 1e-4 * rng.standard_normal((131073, 8))
-    assert Sb.size > (1 << 22) // 4
+    Sa = rng.uniform(0.0, 1.0, (7, 4))
+    n = 262145
+    Sb = np.repeat(Sa, n // 7 + 1, axis=0)[:n] + 1e-4 * rng.standard_normal((n, 4))
+    assert (1 << 22) // Sb.size == 3
     C = reference.block_soft_counts(Sa, Sb, sigma, False)
-    sub = slice(0, None, 997)  # the oracle on a sample of Sb's rows, scaled up exactly
     d2 = ((Sa[:, None, :] - Sb[None, :, :]) ** 2).sum(axis=-1)
     np.testing.assert_allclose(C, np.exp(-d2 / (2 * sigma * sigma)).sum(axis=1), rtol=1e-9)
+    sub = slice(0, None, 1999)  # the loop oracle on a sample of Sb's rows
     np.testing.assert_allclose(reference.block_soft_counts(Sa, Sb[sub], sigma, False),
                                naive.block_soft_counts(Sa, Sb[sub], sigma, False), rtol=1e-9)
     assert (C > 1.0).all()
+
+
+def test_weighted_sums_are_float64_whatever_the_coefficients_dtype(rng):
+    # The documented result is float64: float32 coefficients are widened
+    # exactly, wider ones (longdouble) rounded to float64 first.
+    Sa, Sb = rng.uniform(0.0, 1.0, (5, 3)), rng.uniform(0.0, 1.0, (6, 3))
+    ga, gb = rng.uniform(0.1, 1.0, 5), rng.uniform(0.1, 1.0, 6)
+    expected = reference.block_weighted_grad(Sa, ga, Sb, gb, 0.5, False)
+    for dtype in (np.float32, np.longdouble):
+        for a, b in ((ga.astype(dtype), gb), (ga, gb.astype(dtype))):
+            V = reference.block_weighted_grad(Sa, a, Sb, b, 0.5, False)
+            assert V.dtype == np.float64
+            np.testing.assert_array_equal(V, reference.block_weighted_grad(
+                Sa, a.astype(np.float64), Sb, b.astype(np.float64), 0.5, False))
+            np.testing.assert_allclose(V, expected, rtol=1e-6)
 
 
 def test_gram_products_are_judged_on_centred_rows(rng, monkeypatch):
