@@ -512,3 +512,39 @@ def test_count_array():
             v.count_array(bad)
     with raises(ValueError, "counts must sum to at least 1 (N >= 1) in every population"):
         v.count_array(np.zeros((0,), np.int64))
+
+
+class _CpuOnly(_Device):
+    """Has ``cpu()`` but no ``numpy()``: not a PyTorch tensor, so no way home."""
+
+    def cpu(self):
+        return self
+
+
+class _NumpyOnly(_Device):
+    def numpy(self):
+        return self.data
+
+
+def test_host_patterns_needs_both_cpu_and_numpy(rng):
+    data = rng.standard_normal((2, 2))
+    for X in (_CpuOnly(data), _NumpyOnly(data)):
+        with raises(TypeError, f"X is a GPU array of type {type(X).__name__} that a host backend "
+                               "cannot read; copy it to the host first or use backend='cuda'"):
+            v.host_patterns(X)
+
+
+def test_host_patterns_names_its_argument_and_allows_empty_2d():
+    with raises(TypeError, "S must be real; got a complex array"):
+        v.host_patterns(np.ones((2, 2)) + 1j, "S")
+    with raises(ValueError, "S must have at least 2 dimensions (..., N, D); got shape (3,)"):
+        v.host_patterns(np.zeros(3), "S")
+    empty = v.host_patterns(np.zeros((0, 3), np.float32), allow_empty=True)
+    assert empty.shape == (0, 3) and empty.dtype == np.float32
+
+
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="longdouble is float64 here")
+def test_host_patterns_of_no_cells_in_longdouble():
+    # No values to range-check: nothing reduces over an empty array.
+    out = v.host_patterns(np.zeros((3, 0), np.longdouble))
+    assert out.shape == (3, 0) and out.dtype == np.float64
