@@ -76,14 +76,19 @@ def test_quickstart_prints_the_right_values(capsys):
     assert float(hard[1]) == pytest.approx(-(p * np.log(p)).sum(), abs=6e-5)
     soft = kde.soft_entropy(X, temperature=10.0, sigma=0.5, backend="numpy")
     assert float(re.search(r"soft entropy\s*: ([\d.]+) nats", out)[1]) == pytest.approx(
-        soft, abs=6e-5)
+        soft, abs=6e-5
+    )
     assert re.search(r"log N = ([\d.]+)", out)[1] == f"{math.log(N):.4f}"
     assert _line(out, "all runs identical").endswith("soft 0.0000, hard 0.0000")
 
 
 def test_scipy_example_reaches_one_pattern():
-    out = subprocess.run([sys.executable, str(EXAMPLES / "scipy_minimize.py")],
-                         capture_output=True, text=True, timeout=300).stdout
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "scipy_minimize.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
     before = re.search(r"before: soft ([\d.]+)  hard ([\d.]+) nats \(log N = ([\d.]+)\)", out)
     # 64 uniform random states of 16 cells: all distinct, so hard = log N.
     assert before[2] == before[3] == f"{math.log(64):.4f}"
