@@ -836,3 +836,18 @@ def test_every_kernel_compiles_to_ptx(compiler):
     bounded = ptx["fused.counts[float32,gram]"]
     assert ".maxntid" in bounded  # the launch bounds reached the PTX
 
+
+
+def test_pair_sum_norms_match_numpy(rng):
+    # More rows and elements than one grid of block partials covers, so every
+    # block and every grid-stride step must be added.
+    G, N, D = 2, 31, 7
+    rowsum, sqn = rng.random((G, N)), rng.random((G, N))
+    V = rng.standard_normal((G, N, D))
+    stream = cuda.default_stream()
+    got = _elementwise.pair_sum_norms(cuda.to_device(rowsum), cuda.to_device(sqn),
+                                      cuda.to_device(V), stream)
+    want = np.stack([np.sqrt((rowsum**2 * sqn).sum(axis=1)),
+                     np.sqrt((V**2).sum(axis=(1, 2)))], axis=1)
+    assert got.shape == (G, 2) and got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-14)
