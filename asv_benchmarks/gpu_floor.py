@@ -264,7 +264,7 @@ def run_gpu(args: argparse.Namespace) -> int:
         for dname in sorted(args.dtypes, reverse=True):  # float64 first: the error reference
             Xh = X32.astype(dname)
             d_X = cp.asarray(Xh) if cp is not None else cuda.to_device(Xh)
-            how = kc.plan(np.dtype(dname), (1, N, D), _max_sqn(Xh), PARAMS["sigma"])
+            how = kc.plan(np.dtype(dname), (1, N, D), max_centred_sqn(Xh), PARAMS["sigma"])
             other = "fused" if how.route == "panel" else "panel"
             methods: dict[str, Callable[[], Any]] = {
                 "kdentropy-cuda": kdentropy_call(d_X, None)}
@@ -511,7 +511,7 @@ def ptx_only(ccs: list[tuple[int, int]]) -> int:
 
 # ----------------------------------------------------------------------------- offline model
 
-def _max_sqn(X: np.ndarray) -> float:
+def max_centred_sqn(X: np.ndarray) -> float:
     """Largest squared norm of a centred soft row of ``X`` (what ``plan`` is given)."""
     S = 1 / (1 + np.exp(-PARAMS["temperature"] * (X.astype(np.float64) - PARAMS["threshold"])))
     Sc = S - S.mean(axis=0)
@@ -519,8 +519,8 @@ def _max_sqn(X: np.ndarray) -> float:
 
 
 def _benchmark_max_sqn(N: int, D: int, dtype: str) -> float:
-    """:func:`_max_sqn` of a benchmark-like input (for the offline model's ``plan``)."""
-    return _max_sqn(clustered(np.random.default_rng(0), N, D).astype(dtype))
+    """:func:`max_centred_sqn` of a benchmark-like input (for the offline model's ``plan``)."""
+    return max_centred_sqn(clustered(np.random.default_rng(0), N, D).astype(dtype))
 
 
 def _route(N: int, D: int, dtype: str) -> str:
